@@ -1,0 +1,56 @@
+"""Every Kafka topic xp uses, created in one place with the configs it relies on.
+
+The embedded broker reports only configs set explicitly, and a real cluster's
+defaults vary, so each topic is created with the settings its users depend on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from pipeline.config import Settings
+
+log = logging.getLogger("xp.topics")
+
+#: Internal batches carry up to `batch_max_bytes`; leave room for framing.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    """Touchpoints, internal batches and dead letters share one partition count.
+
+    Internal partition q holds the identities hashed to q; using the same count
+    everywhere keeps the mapping easy to reason about when scaling.
+    """
+    common = {"cleanup.policy": "delete", "retention.ms": _WEEK_MS}
+    return [
+        NewTopic(settings.touchpoints_topic, settings.partitions, 1, topic_configs=common),
+        NewTopic(
+            settings.batches_topic,
+            settings.partitions,
+            1,
+            topic_configs={**common, "max.message.bytes": str(MAX_MESSAGE_BYTES)},
+        ),
+        NewTopic(settings.rejected_topic, settings.partitions, 1, topic_configs=common),
+    ]
+
+
+async def ensure_topics(bootstrap: str, settings: Settings) -> None:
+    """Create missing topics; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topic_specs(settings) if t.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                log.info("topics were created concurrently")
+            log.info("created topics %s", ", ".join(t.name for t in missing))
+    finally:
+        await admin.close()
