@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
-from datetime import datetime
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from pipeline.topics import MAX_MESSAGE_BYTES
+from pipeline.validate import timestamp_ms
 
 
 def key_and_received(raw: bytes, now_ms: int) -> tuple[bytes | None, int]:
@@ -32,15 +32,8 @@ def key_and_received(raw: bytes, now_ms: int) -> tuple[bytes | None, int]:
         return None, now_ms
     identity = doc.get("customer_id") or doc.get("anonymous_id")
     key = identity.encode() if isinstance(identity, str) else None
-    received = doc.get("received_at")
-    if isinstance(received, str):
-        try:
-            parsed = datetime.fromisoformat(received)
-        except ValueError:
-            return key, now_ms
-        if parsed.tzinfo is not None:
-            return key, int(parsed.timestamp() * 1000)
-    return key, now_ms
+    received = timestamp_ms(doc.get("received_at"))
+    return key, now_ms if received is None else received
 
 
 def file_lines(path: Path) -> Iterator[bytes]:

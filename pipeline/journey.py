@@ -160,7 +160,8 @@ def first_crash_of_session(journey: Journey) -> bool:
 
 
 def ticket_opened(journey: Journey, ticket_id: str, occurred_ms: int) -> None:
-    journey.tickets[ticket_id] = [occurred_ms, 0]
+    """A ticket opened twice keeps its first opening: times run from there."""
+    journey.tickets.setdefault(ticket_id, [occurred_ms, 0])
 
 
 def first_response_ms(journey: Journey, ticket_id: str, occurred_ms: int) -> int | None:

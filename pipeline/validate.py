@@ -183,6 +183,11 @@ def check(
     occurred_at_ms = _epoch_ms(valid.occurred_at)
     if valid.sent_at is not None:
         occurred_at_ms += received_at_ms - _epoch_ms(valid.sent_at)
+    if occurred_at_ms < 0:
+        # ClickHouse's DateTime starts at 1970; storing earlier minutes would fail forever.
+        return Rejected(
+            "invalid_field", f"event time {occurred_at_ms} ms is before 1970", raw, False
+        )
     if occurred_at_ms - received_at_ms > max_clock_skew_ms:
         return Rejected(
             "future_timestamp",

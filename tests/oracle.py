@@ -14,13 +14,14 @@ import json
 import math
 import re
 import uuid
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from aiokafka.partitioner import murmur2
 
 # Types of each source (shared/design/contract.md).
 TYPES: dict[str, frozenset[str]] = {
@@ -178,6 +179,8 @@ class Event:
 
 
 class Rejected(Exception):
+    """A message the pipeline must store in `xp.rejected_events` under `reason`."""
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -189,8 +192,9 @@ _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
 )
+# Reading: a UUID is spelled hyphenated (8-4-4-4-12) or as 32 hex digits, in either case.
 _UUID = re.compile(
-    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}", re.I
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -360,6 +364,8 @@ def check(raw: bytes, *, max_clock_skew_s: int = 300, max_event_bytes: int = 655
     if received is None:
         raise ValueError(f"a line that reaches the clock checks needs a received_at: {raw[:200]!r}")
     time_ms = occurred if sent is None else occurred + (received - sent)
+    if time_ms < 0:
+        raise Rejected("invalid_field")
     if time_ms - received > max_clock_skew_s * 1000:
         raise Rejected("future_timestamp")
     return Event(
@@ -421,7 +427,9 @@ class _Oracle:
 
     def offer(self, event: Event) -> None:
         """Section 3: duplicate, too late, or accepted."""
-        part = self.partitions[zlib.crc32(event.identity.encode()) % len(self.partitions)]
+        # Kafka's default partitioner on the identity key (murmur2), as docs/semantics.md §2.
+        bucket = (murmur2(event.identity.encode()) & 0x7FFFFFFF) % len(self.partitions)
+        part = self.partitions[bucket]
         closes_at = event.time_ms // _MINUTE_MS * _MINUTE_MS + _MINUTE_MS + self.lateness_ms
         seen = part.remembered.get(event.event_id)
         if seen is not None and (part.watermark is None or part.watermark < seen):

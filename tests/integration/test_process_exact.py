@@ -86,6 +86,13 @@ def _keyed(
     return out
 
 
+def _show(key: Any) -> Any:
+    """A window key with its start readable (the oracle keys windows by epoch seconds)."""
+    if isinstance(key, tuple) and key and isinstance(key[0], int):
+        return (datetime.fromtimestamp(key[0], UTC).strftime("%Y-%m-%d %H:%M"), *key[1:])
+    return key
+
+
 def _compare(
     name: str, want: Mapping[Any, Any], got: Mapping[Any, Any], problems: list[str]
 ) -> None:
@@ -98,8 +105,8 @@ def _compare(
         f"{name}: {len(want)} expected, {len(got)} stored: {len(missing)} missing, "
         f"{len(extra)} unexpected, {len(differ)} differ"
     ]
-    lines += [f"  missing {k}: {want[k]}" for k in sorted(missing, key=repr)[:SHOW]]
-    lines += [f"  unexpected {k}: {got[k]}" for k in sorted(extra, key=repr)[:SHOW]]
+    lines += [f"  missing {_show(k)}: {want[k]}" for k in sorted(missing, key=repr)[:SHOW]]
+    lines += [f"  unexpected {_show(k)}: {got[k]}" for k in sorted(extra, key=repr)[:SHOW]]
     for k in sorted(differ, key=repr)[:SHOW]:
         w, g = want[k], got[k]
         if isinstance(w, dict) and isinstance(g, dict):
@@ -107,7 +114,7 @@ def _compare(
                 {c: w.get(c) for c in w.keys() | g.keys() if w.get(c) != g.get(c)},
                 {c: g.get(c) for c in w.keys() | g.keys() if w.get(c) != g.get(c)},
             )
-        lines.append(f"  {k}: expected {w}, stored {g}")
+        lines.append(f"  {_show(k)}: expected {w}, stored {g}")
     problems.append("\n".join(lines))
 
 

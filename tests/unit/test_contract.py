@@ -183,11 +183,16 @@ def test_event_id_is_canonical(given_id: str) -> None:
         ("2024-05-01t11:59:58.5z", RECEIVED_AT_MS - 1_500),
         ("2024-05-01T13:59:58.250+02:00", RECEIVED_AT_MS - 1_750),
         ("2024-05-01T07:29:58.250-04:30", RECEIVED_AT_MS - 1_750),
-        ("1969-12-31T23:59:59.9995Z", -1),
+        ("1970-01-01T00:00:00.0005Z", 0),
     ],
 )
 def test_times_are_utc_milliseconds_truncated(occurred_at: str, expected_ms: int) -> None:
     assert accepted(event(occurred_at=occurred_at)).occurred_at_ms == expected_ms
+
+
+def test_event_times_before_1970_cannot_be_stored_and_are_rejected() -> None:
+    result = rejected(event(occurred_at="1969-12-31T23:59:59.9995Z"), "invalid_field")
+    assert "before 1970" in result.detail
 
 
 def test_sent_at_corrects_a_client_clock_that_runs_ahead() -> None:
