@@ -206,9 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sql)
 
     p = with_data_dir(sub.add_parser("demo", help="simulated journeys end to end, with a summary"))
-    p.add_argument("--customers", type=int, default=3000)
-    p.add_argument("--duration", type=float, default=30, help="minutes of event time")
-    p.add_argument("--rate", type=float, default=2500, help="events per second (0: unpaced)")
+    p.add_argument("--customers", type=int, default=4000)
+    p.add_argument("--duration", type=float, default=90, help="minutes of event time")
+    p.add_argument("--rate", type=float, default=4000, help="events per second (0: unpaced)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
