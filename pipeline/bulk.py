@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import multiprocessing
+import signal
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.partitioner import murmur2
 
 from pipeline.config import Settings
+from pipeline.embedded import die_with_parent
 from pipeline.topics import MAX_MESSAGE_BYTES
 from pipeline.validate import Accepted, Rejected, check
 
@@ -108,15 +112,17 @@ class Batcher:
         return out
 
 
+def bulk_group(settings: Settings) -> str:
+    return f"{settings.app_id}-bulk"
+
+
 class BulkStage:
     """Runs the bulk stage until `stop()`; one consumer group across all workers."""
 
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
-        self.consumer: AIOKafkaConsumer | None = None
         self._stopping = asyncio.Event()
-        self.records = 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -126,7 +132,7 @@ class BulkStage:
         consumer = AIOKafkaConsumer(
             s.touchpoints_topic,
             bootstrap_servers=self.bootstrap,
-            group_id=f"{s.app_id}-bulk",
+            group_id=bulk_group(s),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=6000,
@@ -143,7 +149,6 @@ class BulkStage:
         )
         await consumer.start()
         await producer.start()
-        self.consumer = consumer
         try:
             while not self._stopping.is_set():
                 got = await consumer.getmany(
@@ -152,7 +157,6 @@ class BulkStage:
                 if got:
                     await self._forward(producer, consumer, got.items())
         finally:
-            self.consumer = None
             await producer.stop()
             await consumer.stop()
 
@@ -168,10 +172,69 @@ class BulkStage:
             for record in records:
                 batcher.add(tp.topic, record)
             commit[tp] = records[-1].offset + 1
-            self.records += len(records)
         sends = [
             await producer.send(self.settings.batches_topic, value, partition=q)
             for q, value in batcher.drain()
         ]
         await asyncio.gather(*sends)
         await consumer.commit(commit)
+
+
+def _process_main(settings_json: str, bootstrap: str) -> None:
+    """A bulk-stage process: stops on SIGTERM, dies with its parent, leaves Ctrl-C to it."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    settings = Settings(**orjson.loads(settings_json))
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+    async def serve() -> None:
+        stage = BulkStage(settings, bootstrap)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stage.stop)
+        await stage.run()
+
+    asyncio.run(serve())
+
+
+class BulkProcesses:
+    """The bulk stage in processes of its own, so it uses a core the Faust worker does not.
+
+    The stage is stateless and has its own consumer group, so any number of
+    these processes share the touchpoint partitions.
+    """
+
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        config = settings.model_dump_json()
+        self.processes = [
+            context.Process(
+                target=_process_main, args=(config, bootstrap), name=f"xp-bulk-{i}", daemon=True
+            )
+            for i in range(settings.bulk_processes)
+        ]
+
+    def start(self) -> None:
+        for process in self.processes:
+            process.start()
+
+    def failure(self) -> str | None:
+        """Why a bulk process is gone, when one exited while it should run."""
+        for process in self.processes:
+            if process.exitcode is not None:
+                return f"bulk stage process {process.name} exited with code {process.exitcode}"
+        return None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Let each process commit what it forwarded; kill what does not stop in time."""
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes:
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,9 +32,31 @@ class Settings(BaseSettings):
     allowed_lateness_s: int = Field(default=3_600, ge=0)
     session_gap_s: int = Field(default=1_800, ge=1)
 
-    batch_max_events: int = Field(default=2_000, ge=1)
-    batch_max_bytes: int = Field(default=4_000_000, ge=65_536)
+    batch_max_events: int = Field(default=10_000, ge=1)
     batch_linger_ms: int = Field(default=100, ge=0)
     snapshot_every_batches: int = Field(default=200, ge=1)
+    bulk_processes: int = Field(default=1, ge=1)
+    flush_max_rows: int = Field(default=20_000, ge=1)
+    flush_linger_ms: int = Field(default=200, ge=1)
+
+    # The HTTP collector (`xp collect`, `xp serve`); docs/collector.md explains each limit.
+    collector_keys: SecretStr | None = None
+    collector_keys_file: Path | None = None
+    collector_max_body_bytes: int = Field(default=1_000_000, ge=1_024)
+    collector_max_events: int = Field(default=1_000, ge=1)
+    collector_rate_per_key: float = Field(default=10_000.0, gt=0)
+    collector_burst: int = Field(default=20_000, ge=1)
+    collector_cors_origins: str = ""
+    collector_timeout_s: float = Field(default=5.0, gt=0)
+    collector_max_pending: int = Field(default=100_000, ge=1)
+
+    # Drop alerts (pipeline/alerting.py), all in event time: a recent period
+    # against a trailing baseline, judged once every partition's data passed
+    # the period's end by the settle time.
+    alerts_topic: str = "xp-alerts"
+    alert_period_s: int = Field(default=900, ge=60, multiple_of=60)
+    alert_baseline_s: int = Field(default=7_200, ge=600, multiple_of=60)
+    alert_settle_s: int = Field(default=120, ge=0, multiple_of=60)
+    alert_false_alarm_rate: float = Field(default=0.001, gt=0, lt=1)
 
     log_level: str = "INFO"

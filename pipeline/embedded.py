@@ -35,8 +35,8 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """Runs in the child: the broker must not outlive a SIGKILLed xp."""
+def die_with_parent() -> None:
+    """Runs in a child process: it must not outlive a SIGKILLed xp."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -73,7 +73,10 @@ def broker(data_dir: Path, *, timeout: float = 20.0) -> Iterator[str]:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
+            # Out of the terminal's process group: Ctrl-C would kill the broker
+            # at once, before xp stored what it holds; xp stops it itself below.
+            process_group=0,
         )
     try:
         _wait_ready(port, proc, log_path, timeout)

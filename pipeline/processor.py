@@ -45,7 +45,7 @@ class Outcome:
     """What one batch produced: rows to store, dead letters, and the state delta."""
 
     rows: Rows
-    delta: dict[str, Any]
+    delta: bytes
     dead_letters: list[tuple[bytes, bytes]] = field(default_factory=list)
     accepted: int = 0
     duplicates: int = 0
@@ -74,7 +74,7 @@ class PartitionState:
     def apply(self, batch: dict[str, Any], version: int) -> Outcome:
         """Apply a batch; `version` (the batch's own offset) orders the partial rows."""
         rows = Rows()
-        out = Outcome(rows=rows, delta={})
+        out = Outcome(rows=rows, delta=b"")
         topic: str = batch["t"]
         start = dict(self.applied)
         touched_journeys: set[str] = set()
@@ -210,7 +210,11 @@ class PartitionState:
             if agg.has_experience:
                 rows.experience_partials.append((*key, *agg.experience, self.partition, version))
 
-        out.delta = self._close_windows(touched_journeys, touched_windows, new_seen, new_links)
+        # Encoded now: the state keeps changing while this batch waits for its flush.
+        out.delta = orjson.dumps(
+            self._close_windows(touched_journeys, touched_windows, new_seen, new_links),
+            option=orjson.OPT_NON_STR_KEYS,
+        )
         return out
 
     def _note_offset(self, source_partition: int, offset: int) -> None:

@@ -15,7 +15,7 @@ from pipeline.config import Settings
 
 log = logging.getLogger("xp.topics")
 
-#: Internal batches carry up to `batch_max_bytes`; leave room for framing.
+#: Internal batches of `batch_max_events` events (and snapshot chunks) stay well below this.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
 
@@ -36,6 +36,9 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
             topic_configs={**common, "max.message.bytes": str(MAX_MESSAGE_BYTES)},
         ),
         NewTopic(settings.rejected_topic, settings.partitions, 1, topic_configs=common),
+        # Drop alerts are few and read by people's tools: one partition keeps
+        # every alert's firing and resolved records in the order they happened.
+        NewTopic(settings.alerts_topic, 1, 1, topic_configs=common),
     ]
 
 

@@ -14,9 +14,10 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import faust
 import orjson
@@ -24,9 +25,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP, EventT
 
 from pipeline import observability as obs
-from pipeline.bulk import BulkStage
+from pipeline.bulk import BulkProcesses, bulk_group
 from pipeline.clickhouse import Rows, Sink
 from pipeline.config import Settings
+from pipeline.errors import XpError
 from pipeline.processor import Outcome, PartitionState
 from pipeline.topics import MAX_MESSAGE_BYTES
 
@@ -62,13 +64,38 @@ def snapshot_chunks(snapshot: dict[str, Any]) -> Iterator[dict[str, Any]]:
         }
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A batch applied to its partition's state whose rows are not stored yet."""
+
+    stream: faust.StreamT[bytes]
+    event: EventT[bytes]
+    partition: int
+    state: PartitionState
+    outcome: Outcome
+
+
+def latest_partials(rows: Rows) -> Rows:
+    """Keep only the newest partial row per window and partition.
+
+    Several batches of one flush often restate the same window; older versions
+    would be replaced in ClickHouse anyway, so they need not be sent.
+    """
+    for name in ("stage_partials", "experience_partials"):
+        newest: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for row in getattr(rows, name):
+            newest[(*row[:3], row[-2])] = row
+        setattr(rows, name, list(newest.values()))
+    return rows
+
+
 class Worker:
     """Bulk stage plus the Faust app, sharing one event loop and one ClickHouse sink."""
 
     def __init__(self, settings: Settings, bootstrap: str, sink: Sink) -> None:
         self.settings = settings
         self.sink = sink
-        self.bulk = BulkStage(settings, bootstrap)
+        self.bulk = BulkProcesses(settings, bootstrap)
         self.counts: Counter[str] = Counter()
         self.processed: dict[int, int] = {}
         self.states: dict[int, PartitionState] = {}
@@ -108,23 +135,38 @@ class Worker:
         )
         self.app.agent(self.batches, name="xp-process")(self._agent)
         self.app.on_partitions_revoked.connect(self._on_revoked)
-        self._bulk_task: asyncio.Task[None] | None = None
-        # Reads the Faust group's committed offsets without joining the group.
+        self._pending: list[_Pending] = []
+        self._pending_rows = 0
+        self._pending_since = 0.0
+        self._flushing: asyncio.Task[None] | None = None
+        self._timer: asyncio.Task[None] | None = None
+        # Read each group's committed offsets without joining the group.
         self._group_view = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=settings.app_id, enable_auto_commit=False
+        )
+        self._bulk_view = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=bulk_group(settings), enable_auto_commit=False
         )
 
     async def start(self) -> None:
         await self._group_view.start()
+        await self._bulk_view.start()
         await self.app.start()
-        self._bulk_task = asyncio.create_task(self.bulk.run(), name="xp-bulk")
+        self.bulk.start()
+        self._timer = asyncio.create_task(self._flush_timer(), name="xp-flush-timer")
 
     async def stop(self) -> None:
-        self.bulk.stop()
-        if self._bulk_task is not None:
-            await self._bulk_task
+        """Stop taking input, store what was applied, then leave the group."""
+        await asyncio.get_running_loop().run_in_executor(None, self.bulk.stop)
+        if self._timer is not None:
+            self._timer.cancel()
+        await self._flushed()
+        if self._pending:
+            self._start_flush()
+            await self._flushed()
         await self.app.stop()
         await self._group_view.stop()
+        await self._bulk_view.stop()
         self._executor.shutdown(wait=True)
 
     @property
@@ -133,9 +175,8 @@ class Worker:
 
     async def idle(self) -> bool:
         """True when every touchpoint is checked and every batch on Kafka is applied."""
-        consumer = self.bulk.consumer
-        if consumer is None or self._bulk_task is None or self._bulk_task.done():
-            return False
+        self.check_health()
+        consumer = self._bulk_view
         s = self.settings
         touch = [TopicPartition(s.touchpoints_topic, p) for p in range(s.partitions)]
         batch = [TopicPartition(s.batches_topic, p) for p in range(s.partitions)]
@@ -149,6 +190,14 @@ class Worker:
                 return False
         return True
 
+    def check_health(self) -> None:
+        """Raise when a part of the worker died, so the process exits instead of hanging."""
+        failure = self.bulk.failure()
+        if failure is not None:
+            raise XpError(failure)
+        if self._flushing is not None and self._flushing.done():
+            self._flushing.result()
+
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """A revoked partition's state is rebuilt from the changelog if it comes back."""
         revoked: set[TP] = args[0]
@@ -157,25 +206,80 @@ class Worker:
                 self.states.pop(tp.partition, None)
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            await self._handle(event)
+        """Apply batches as they come; rows are flushed in the background, in order.
 
-    async def _handle(self, event: EventT[bytes]) -> None:
-        partition = event.message.partition
-        state = self.states.get(partition) or self._restore(partition)
-        batch = orjson.loads(event.value)
-        outcome = state.apply(batch, event.message.offset)
-        await self._store(outcome.rows)
-        for key, letter in outcome.dead_letters:
+        The stream does not ack by itself: a batch is acked (and so may be
+        committed) only once its rows are in ClickHouse and its delta is in the
+        changelog.
+        """
+        manual = cast(faust.Stream[bytes], stream).noack()
+        async for event in manual.events():
+            partition = event.message.partition
+            state = self.states.get(partition) or self._restore(partition)
+            outcome = state.apply(orjson.loads(event.value), event.message.offset)
+            if not self._pending:
+                self._pending_since = time.monotonic()
+            self._pending.append(_Pending(manual, event, partition, state, outcome))
+            self._pending_rows += outcome.rows.count()
+            if self._pending_rows >= self.settings.flush_max_rows:
+                await self._flushed()
+                self._start_flush()
+
+    async def _flush_timer(self) -> None:
+        """Flushes what waited longer than the linger time when no batch fills it."""
+        linger = self.settings.flush_linger_ms / 1000
+        while True:
+            await asyncio.sleep(linger / 2)
+            flushing = self._flushing is not None and not self._flushing.done()
+            if self._pending and not flushing and time.monotonic() - self._pending_since >= linger:
+                self._start_flush()
+
+    async def _flushed(self) -> None:
+        """Wait for the running flush; its failure stops the worker instead of hiding."""
+        if self._flushing is not None:
+            await self._flushing
+
+    def _start_flush(self) -> None:
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        self._flushing = asyncio.create_task(self._flush(pending), name="xp-flush")
+
+    async def _flush(self, pending: list[_Pending]) -> None:
+        rows = Rows()
+        for item in pending:
+            rows.extend(item.outcome.rows)
+        await self._store(latest_partials(rows))
+        for item in pending:
+            if self.states.get(item.partition) is not item.state:
+                continue  # revoked meanwhile: the new owner replays this batch
+            await self._commit_state(item)
+
+    async def _commit_state(self, item: _Pending) -> None:
+        """After the rows are stored: dead letters, the delta, then the ack."""
+        partition, offset = item.partition, item.event.message.offset
+        for key, letter in item.outcome.dead_letters:
             await self.dead_letters.send(key=key, value=letter, partition=partition)
-        delta_key = _key(partition, "d", f"{event.message.offset:020d}")
-        self.table[delta_key] = orjson.dumps(outcome.delta, option=_DUMP)
+        delta_key = _key(partition, "d", f"{offset:020d}")
+        self._put(partition, delta_key, item.outcome.delta)
         self._deltas.setdefault(partition, []).append(delta_key)
         self._since_snapshot[partition] += 1
         if self._since_snapshot[partition] >= self.settings.snapshot_every_batches:
-            self._snapshot(partition, state, event.message.offset)
-        self._count(outcome)
-        self.processed[partition] = event.message.offset + 1
+            self._snapshot(partition, item.state, offset)
+        self._count(item.outcome)
+        await item.stream.ack(item.event)
+        self.processed[partition] = offset + 1
+
+    def _put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Set or delete a state key, logging it to the changelog partition it belongs to.
+
+        Faust would pick the partition of the stream's current event, which is
+        not this batch's once flushes run behind the stream.
+        """
+        if value is None:
+            self.table.data.pop(key, None)
+            self.table.send_changelog(partition, key, None, value_serializer="raw")
+        else:
+            self.table.data[key] = value
+            self.table.send_changelog(partition, key, value)
 
     def _count(self, outcome: Outcome) -> None:
         self.counts["stored"] += outcome.accepted
@@ -183,6 +287,14 @@ class Worker:
         self.counts["rejected"] += outcome.rejected
         self.counts["replayed"] += outcome.skipped
         obs.record_outcome(outcome)
+
+    async def in_sink_thread(self, fn: Callable[..., Any], /, *args: Any) -> Any:
+        """Run `fn` on the sink's thread, after the writes queued before it.
+
+        chDB takes one caller at a time, and the alert evaluation that reads
+        through here sees everything stored before it asked.
+        """
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _store(self, rows: Rows) -> None:
         """Write rows, retrying with backoff: nothing moves on until ClickHouse has them."""
@@ -244,11 +356,11 @@ class Worker:
         keys = []
         for i, chunk in enumerate(snapshot_chunks(state.snapshot())):
             key = _key(partition, "s", f"{seq:020d}", i)
-            self.table[key] = orjson.dumps(chunk, option=_DUMP)
+            self._put(partition, key, orjson.dumps(chunk, option=_DUMP))
             keys.append(key)
-        self.table[_key(partition, "snap")] = orjson.dumps({"seq": seq, "n": len(keys)})
+        self._put(partition, _key(partition, "snap"), orjson.dumps({"seq": seq, "n": len(keys)}))
         for key in self._deltas.get(partition, []) + self._snapshot_keys.get(partition, []):
-            del self.table[key]
+            self._put(partition, key, None)
         self._deltas[partition] = []
         self._snapshot_keys[partition] = keys
         self._since_snapshot[partition] = 0

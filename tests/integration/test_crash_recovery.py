@@ -32,7 +32,7 @@ from tests.oracle import expected
 pytestmark = pytest.mark.integration
 
 XP = Path(sys.executable).parent / "xp"
-LINES = 12_000
+LINES = 16_000
 KILLS = 3
 
 
@@ -45,29 +45,36 @@ async def _produce(bootstrap: str, corpus: Path) -> int:
     return sent
 
 
-async def _bulk_progress(bootstrap: str) -> int:
-    """Touchpoints the bulk stage has committed: how far the worker got."""
+async def _progress(bootstrap: str) -> tuple[int, int]:
+    """Batches the Faust group has committed, and batches there are so far."""
     settings = Settings(kafka_bootstrap=bootstrap)
-    view = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{settings.app_id}-bulk")
+    view = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=settings.app_id)
     await view.start()
     try:
-        tps = [TopicPartition(settings.touchpoints_topic, p) for p in range(settings.partitions)]
-        return sum([await view.committed(tp) or 0 for tp in tps])
+        tps = [TopicPartition(settings.batches_topic, p) for p in range(settings.partitions)]
+        ends = await view.end_offsets(tps)
+        return sum([await view.committed(tp) or 0 for tp in tps]), sum(ends.values())
     finally:
         await view.stop()
 
 
-def _kill_when(proc: subprocess.Popen[bytes], bootstrap: str, target: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
+def _kill_after_progress(
+    proc: subprocess.Popen[bytes], bootstrap: str, since: int, pause: float
+) -> int:
+    """SIGKILL once this worker committed something, `pause` seconds later: mid-stream."""
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the worker exited before it was killed"
-        done = asyncio.run(_bulk_progress(bootstrap))
-        if done >= target:
+        committed, _ = asyncio.run(_progress(bootstrap))
+        if committed > since:
+            time.sleep(pause)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            return done
+            committed, end = asyncio.run(_progress(bootstrap))
+            assert committed < end, "the worker finished before the kill: use a larger corpus"
+            return committed
         time.sleep(0.05)
-    raise AssertionError(f"worker made no progress to {target} in {timeout}s")
+    raise AssertionError("the worker committed nothing in 120 s")
 
 
 def test_sigkilled_worker_restarts_with_every_number_exact(tmp_path: Path) -> None:
@@ -84,17 +91,18 @@ def test_sigkilled_worker_restarts_with_every_number_exact(tmp_path: Path) -> No
             **os.environ,
             **SETTINGS,
             "XP_KAFKA_BOOTSTRAP": bootstrap,
-            # Small batches and frequent snapshots: many places for a kill to land.
-            "XP_BATCH_MAX_EVENTS": "150",
+            # Small batches, small flushes and frequent snapshots: many places for a
+            # kill to land, and a worker slow enough to be caught mid-stream.
+            "XP_BATCH_MAX_EVENTS": "100",
+            "XP_FLUSH_MAX_ROWS": "300",
             "XP_SNAPSHOT_EVERY_BATCHES": "5",
         }
         worker = [str(XP), "worker", "--data-dir", str(data_dir)]
-        killed_at = []
-        for k in range(KILLS):
-            target = int(LINES * (k + rng.uniform(0.3, 0.9)) / (KILLS + 1))
+        killed_at = [0]
+        for _ in range(KILLS):
             proc = subprocess.Popen(worker, env=env, stderr=subprocess.DEVNULL)
-            killed_at.append(_kill_when(proc, bootstrap, target, timeout=120))
-        assert killed_at == sorted(killed_at) and killed_at[-1] < LINES, killed_at
+            pause = rng.uniform(0.2, 1.2)
+            killed_at.append(_kill_after_progress(proc, bootstrap, killed_at[-1], pause))
         final = subprocess.run(
             [*worker, "--until-idle", "--json"],
             env=env,

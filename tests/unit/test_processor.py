@@ -105,7 +105,7 @@ def test_deltas_and_snapshot_chunks_restore_the_same_state() -> None:
         for i in range(40):
             events.append(event(offset, f"id{i % 13}", "page_view", T0 + minute * MINUTE_MS + i))
             offset += 1
-        deltas.append(roundtrip(live.apply(batch(events), version=minute).delta))
+        deltas.append(orjson.loads(live.apply(batch(events), version=minute).delta))
 
     from_deltas = new_state()
     for delta in deltas:
@@ -129,3 +129,20 @@ def normalized(snapshot: dict[str, Any]) -> dict[str, Any]:
     data["g"] = sorted(data["g"])
     data["s"] = sorted(data["s"])
     return data
+
+
+def test_a_delta_is_the_state_after_its_own_batch_even_when_stored_later() -> None:
+    """Flushes run behind the stream: later batches must not leak into an earlier delta."""
+    live = new_state()
+    first = live.apply(
+        batch([event(0, "a", "ticket_opened", T0, ticket_id="t"), event(1, "a", "crash", T0 + 1)]),
+        version=0,
+    )
+    after_first = normalized(live.snapshot())
+    live.apply(
+        batch([event(2, "a", "agent_reply", T0 + 2, ticket_id="t"), event(3, "a", "crash", T0)]),
+        version=1,
+    )
+    restored = new_state()
+    restored.apply_delta(orjson.loads(first.delta))
+    assert normalized(restored.snapshot()) == after_first
