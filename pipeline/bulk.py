@@ -12,7 +12,7 @@ changes nothing the second time.
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import logging
 import multiprocessing
 import signal
@@ -25,10 +25,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from pipeline.batches import BatchWriter
 from pipeline.config import Settings
 from pipeline.embedded import die_with_parent
 from pipeline.topics import MAX_MESSAGE_BYTES
-from pipeline.validate import Accepted, Rejected, check
+from pipeline.validate import Accepted, check
 
 log = logging.getLogger("xp.bulk")
 
@@ -42,44 +43,12 @@ def partition_for(identity: str, partitions: int) -> int:
     return (murmur2(identity.encode()) & 0x7FFFFFFF) % partitions
 
 
-def event_record(sp: int, offset: int, raw: bytes, event: Accepted) -> list[Any]:
-    """One accepted event in a batch; positions are `pipeline.processor.E_*`."""
-    return [
-        sp,
-        offset,
-        event.received_at_ms,
-        event.occurred_at_ms,
-        event.event_id,
-        event.source,
-        event.type,
-        event.customer_id,
-        event.anonymous_id,
-        event.session_id,
-        event.properties,
-        event.context,
-        raw.decode(),
-    ]
-
-
-def rejected_record(sp: int, offset: int, received_ms: int, rejection: Rejected) -> list[Any]:
-    """One rejected message in a batch; positions are `pipeline.processor.R_*`."""
-    return [
-        sp,
-        offset,
-        received_ms,
-        rejection.reason,
-        rejection.detail,
-        base64.b64encode(rejection.raw).decode(),
-        int(rejection.truncated),
-    ]
-
-
 @dataclass
 class Batcher:
     """Routes checked records to internal partitions; pure, so it is unit-tested."""
 
     settings: Settings
-    batches: dict[int, dict[str, Any]] = field(default_factory=dict)
+    batches: dict[int, BatchWriter] = field(default_factory=dict)
 
     def add(self, topic: str, record: ConsumerRecord[Any, Any]) -> None:
         raw: bytes = record.value if record.value is not None else b""
@@ -91,23 +60,39 @@ class Batcher:
             max_clock_skew_ms=self.settings.max_clock_skew_s * 1000,
         )
         if isinstance(result, Accepted):
-            q = partition_for(result.identity, self.settings.partitions)
-            batch = self._batch(topic, q)
-            batch["e"].append(event_record(record.partition, record.offset, raw, result))
+            identity = result.identity
+            if record.key == identity.encode() and record.partition < self.settings.partitions:
+                q = record.partition  # keyed by identity, as producers should: already placed
+            else:
+                q = partition_for(identity, self.settings.partitions)
+            self._batch(topic, q).add_event(
+                record.partition,
+                record.offset,
+                received_ms,
+                result.occurred_at_ms,
+                result.event_id,
+                raw,
+            )
         else:
-            q = record.partition % self.settings.partitions
-            batch = self._batch(topic, q)
-            batch["r"].append(rejected_record(record.partition, record.offset, received_ms, result))
+            self._batch(topic, record.partition % self.settings.partitions).add_rejected(
+                record.partition,
+                record.offset,
+                received_ms,
+                result.reason,
+                result.detail,
+                result.raw,
+                result.truncated,
+            )
 
-    def _batch(self, topic: str, q: int) -> dict[str, Any]:
+    def _batch(self, topic: str, q: int) -> BatchWriter:
         batch = self.batches.get(q)
         if batch is None:
-            batch = self.batches[q] = {"t": topic, "e": [], "r": []}
+            batch = self.batches[q] = BatchWriter(topic)
         return batch
 
     def drain(self) -> list[tuple[int, bytes]]:
         """Encoded batches by internal partition; empties the batcher."""
-        out = [(q, orjson.dumps(batch)) for q, batch in sorted(self.batches.items())]
+        out = [(q, batch.encode()) for q, batch in sorted(self.batches.items())]
         self.batches = {}
         return out
 
@@ -140,6 +125,7 @@ class BulkStage:
             rebalance_timeout_ms=4000,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             fetch_max_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
@@ -227,6 +213,16 @@ class BulkProcesses:
             if process.exitcode is not None:
                 return f"bulk stage process {process.name} exited with code {process.exitcode}"
         return None
+
+    def peak_rss_mb(self) -> float:
+        """The largest peak resident memory of the running bulk processes."""
+        peaks = [0.0]
+        for process in self.processes:
+            with contextlib.suppress(OSError), open(f"/proc/{process.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+        return max(peaks)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Let each process commit what it forwarded; kill what does not stop in time."""

@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import logging
 import sys
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,10 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    from pipeline.serve import open_reader
+
     settings = _settings(args)
-    client = clickhouse.connect(settings.clickhouse_url, settings.data_dir)
+    client = open_reader(settings)
     columns, rows = clickhouse.query(client, args.query)
     if args.json:
         text = clickhouse.format_json_lines(columns, rows)
@@ -81,43 +83,68 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _paced(events: Any, rate: float) -> AsyncIterator[bytes]:
-    """Hand out encoded events at `rate` per second (0: as fast as Kafka takes them)."""
-    from pipeline.simulate import encode
-
-    started = time.monotonic()
-    for i, event in enumerate(events):
-        if rate and i % 100 == 0:
-            ahead = i / rate - (time.monotonic() - started)
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-        elif i % 1000 == 0:
-            await asyncio.sleep(0)
-        yield encode(event)
+#: When a demo's incident happens, as shares of its duration: after the alert
+#: detector's warm-up and first baseline (75 minutes by default), and early
+#: enough for the recovery to show before the demo ends.
+_DEMO_INCIDENT_SPAN = (0.6, 0.78)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.alerting import alerts_data, render_alerts
+    from pipeline.httpfeed import via_collector
+    from pipeline.ingest import paced
     from pipeline.runner import run_through
-    from pipeline.simulate import SimulationConfig, simulate
+    from pipeline.simulate import (
+        DEFAULT_EFFECTS,
+        INCIDENTS,
+        SimulationConfig,
+        encode,
+        incident,
+        simulate,
+    )
     from pipeline.summary import render_summary, summary_data
 
     settings = _settings(args)
+    duration_s = args.duration * 60
+    began = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=duration_s)
+    effects = DEFAULT_EFFECTS
+    if args.incident != "none":
+        start, end = (round(share * args.duration) * 60 for share in _DEMO_INCIDENT_SPAN)
+        effects = (*effects, incident(args.incident, start, end))
     config = SimulationConfig(
-        customers=args.customers, duration_s=args.duration * 60, seed=args.seed
+        customers=args.customers,
+        duration_s=duration_s,
+        seed=args.seed,
+        start=began,
+        effects=effects,
     )
     print(
         f"xp demo: {args.customers:,} customers, {args.duration:g} minutes of web, app and "
         f"support journeys, through Kafka, Faust and ClickHouse in {settings.data_dir}",
         file=sys.stderr,
     )
+    if args.incident != "none":
+        at = [(began + timedelta(seconds=s)).strftime("%H:%M") for s in (start, end)]
+        print(
+            f"incident {args.incident} from {at[0]} to {at[1]} UTC: {INCIDENTS[args.incident][0]}",
+            file=sys.stderr,
+        )
     events = list(simulate(config))
     result, client = asyncio.run(
-        run_through(settings, _paced(events, args.rate), total=len(events), label="demo")
+        run_through(
+            settings,
+            paced(map(encode, events), args.rate),
+            total=len(events),
+            label="demo",
+            via=via_collector if args.via == "http" else None,
+        )
     )
+    alerts = alerts_data(client)
     if args.json:
-        _print_json({"run": result.as_dict(), "summary": summary_data(client)})
+        _print_json({"run": result.as_dict(), "summary": summary_data(client), "alerts": alerts})
     else:
         print(render_summary(client))
+        print(render_alerts(alerts) + "\n")
         print(
             f"{result.received:,} events in {result.seconds:.1f}s: {result.stored:,} stored, "
             f"{result.duplicates:,} duplicates, {result.rejected:,} rejected. "
@@ -165,6 +192,82 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipeline.serve import serve
+
+    counts = asyncio.run(serve(_settings(args), args.host, args.port))
+    print(
+        f"xp serve stopped: {counts.get('stored', 0):,} stored, "
+        f"{counts.get('duplicates', 0):,} duplicates, {counts.get('rejected', 0):,} rejected",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from pipeline.collector import run_collector
+
+    asyncio.run(run_collector(_settings(args), args.host, args.port))
+    return 0
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from pipeline.loadtest import run_loadtest
+
+    result = asyncio.run(
+        run_loadtest(
+            _settings(args),
+            duration_s=args.duration,
+            connections=args.connections,
+            events_per_request=args.events,
+        )
+    )
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"{result['accepted_eps']:,} events/s accepted, p50 {result['p50_ms']} ms, "
+            f"p99 {result['p99_ms']} ms ({result['requests']:,} requests of "
+            f"{result['events_per_request']} events on {result['connections']} connections "
+            f"in {result['seconds']}s, {result['non_2xx']:,} not 2xx)"
+        )
+    return 0
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1..65535)")
+    return port
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pipeline.bench import report, run_bench, run_scale
+    from pipeline.loadtest import run_loadtest
+
+    settings = _settings(args)
+    settings = settings.model_copy(update={"data_dir": settings.data_dir / "bench"})
+    result = asyncio.run(
+        run_bench(
+            settings,
+            events=args.events,
+            customers=args.customers,
+            rate=args.rate,
+            seconds=args.seconds,
+        )
+    )
+    if args.workers > 1:
+        result.workers = args.workers
+        result.scale = asyncio.run(
+            run_scale(settings, events=args.events, customers=args.customers, workers=args.workers)
+        )
+    result.http = asyncio.run(run_loadtest(settings, duration_s=args.http_seconds))
+    print(report(result), file=sys.stderr)
+    if args.json:
+        _print_json(result.as_dict())
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     client = clickhouse.connect(settings.clickhouse_url, settings.data_dir)
@@ -182,7 +285,37 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    from pipeline.dashboards import write_dashboards
+
+    for path in write_dashboards():
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import collect, render
+    from pipeline.serve import open_reader
+
+    settings = _settings(args)
+    # A running `xp serve` holds the data directory: it answers the queries then.
+    client = open_reader(settings)
+    _, [(exists,)] = clickhouse.query(client, f"EXISTS DATABASE {clickhouse.DATABASE}")
+    if not exists:
+        raise ConfigurationError(
+            f"no xp data in {settings.clickhouse_url or settings.data_dir}: "
+            "run `xp demo` or `xp process FILE` first"
+        )
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(collect(client)), encoding="utf-8")
+    print(f"wrote {out} ({out.stat().st_size / 1024:,.0f} KiB): open it in any browser")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.simulate import INCIDENTS
+
     parser = argparse.ArgumentParser(
         prog="xp", description="Experience telemetry: touchpoints → Kafka → Faust → ClickHouse"
     )
@@ -206,12 +339,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sql)
 
     p = with_data_dir(sub.add_parser("demo", help="simulated journeys end to end, with a summary"))
-    p.add_argument("--customers", type=int, default=4000)
-    p.add_argument("--duration", type=float, default=90, help="minutes of event time")
+    p.add_argument("--customers", type=int, default=5000)
+    p.add_argument("--duration", type=float, default=120, help="minutes of event time")
+    p.add_argument(
+        "--incident",
+        choices=(*INCIDENTS, "none"),
+        default="chrome-search-broken",
+        help="inject a named incident for the drop alerts to find (none: steady traffic)",
+    )
     p.add_argument("--rate", type=float, default=4000, help="events per second (0: unpaced)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--via",
+        choices=("kafka", "http"),
+        default="kafka",
+        help="http: post the events to a collector, as web pages and apps would",
+    )
     p.set_defaults(func=cmd_demo)
+
+    p = with_data_dir(
+        sub.add_parser("serve", help="broker, worker and collector as a local service")
+    )
+    p.add_argument("--host", default="127.0.0.1", help="collector address (default loopback)")
+    p.add_argument("--port", type=_port, default=8080, help="collector port")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("collect", help="the HTTP collector, in front of XP_KAFKA_BOOTSTRAP")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--port", type=_port, default=8080)
+    p.set_defaults(func=cmd_collect)
+
+    p = with_data_dir(sub.add_parser("loadtest", help="load the collector with wrk on loopback"))
+    p.add_argument("--duration", type=float, default=10, help="seconds of load")
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--events", type=int, default=50, help="events per request")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_loadtest)
 
     p = sub.add_parser("ingest", help="send a JSONL file to the configured Kafka")
     p.add_argument("file", type=Path)
@@ -223,18 +387,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_worker)
 
+    p = with_data_dir(sub.add_parser("bench", help="measure the ceiling, the pipeline, latency"))
+    p.add_argument("--events", type=int, default=300_000)
+    p.add_argument("--customers", type=int, default=20_000)
+    p.add_argument("--rate", type=float, default=10_000, help="events/s of the latency run")
+    p.add_argument("--seconds", type=float, default=20, help="length of the latency run")
+    p.add_argument("--workers", type=int, default=1, help="also run 1..N worker processes")
+    p.add_argument(
+        "--http-seconds", type=float, default=10, help="length of the collector load test (wrk)"
+    )
+    p.add_argument("--json", action="store_true", help="last stdout line is a JSON object")
+    p.set_defaults(func=cmd_bench)
+
     p = with_data_dir(sub.add_parser("migrate", help="apply ClickHouse migrations"))
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("schemas", help="write the JSON Schema files of the event contract")
     p.set_defaults(func=cmd_schemas)
+
+    p = sub.add_parser("dashboards", help="write the Grafana dashboards to deploy/grafana/")
+    p.set_defaults(func=cmd_dashboards)
+
+    p = with_data_dir(sub.add_parser("report", help="write a self-contained HTML report"))
+    p.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = args.log_level or Settings().log_level
-    if args.command in {"process", "demo", "sql"} and args.log_level is None:
+    if (
+        args.command in {"process", "demo", "sql", "report", "serve", "loadtest", "bench"}
+        and args.log_level is None
+    ):
         level = "WARNING"
     configure_logging(level)
     try:

@@ -32,6 +32,7 @@ from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.driver.client import Client
 
 from pipeline.errors import ConfigurationError, XpError
+from pipeline.windows import EXPERIENCE_COLUMNS
 
 log = logging.getLogger("xp.sink")
 migrations_log = logging.getLogger("xp.migrate")
@@ -91,32 +92,7 @@ EXPERIENCE_PARTIAL_COLUMNS: tuple[str, ...] = (
     "window_start",
     "channel",
     "stage",
-    "csat_responses",
-    "csat_satisfied",
-    "nps_responses",
-    "nps_promoters",
-    "nps_detractors",
-    "ces_responses",
-    "ces_sum",
-    "errors",
-    "crashes",
-    "sessions",
-    "crash_sessions",
-    "first_responses",
-    "first_response_ms_sum",
-    "resolutions",
-    "resolution_ms_sum",
-    "reopens",
-    "lcp_count",
-    "lcp_good",
-    "inp_count",
-    "inp_good",
-    "cls_count",
-    "cls_good",
-    "fcp_count",
-    "fcp_good",
-    "ttfb_count",
-    "ttfb_good",
+    *EXPERIENCE_COLUMNS,
     "partition",
     "version",
 )

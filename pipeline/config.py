@@ -35,9 +35,11 @@ class Settings(BaseSettings):
     batch_max_events: int = Field(default=10_000, ge=1)
     batch_linger_ms: int = Field(default=100, ge=0)
     snapshot_every_batches: int = Field(default=200, ge=1)
+    #: Deltas are kept in memory (and replayed on restore) until a snapshot covers them.
+    snapshot_delta_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
+    #: How long the broker may hold a fetch: the floor of every hop's latency.
+    fetch_max_wait_ms: int = Field(default=50, ge=1)
     bulk_processes: int = Field(default=1, ge=1)
-    flush_max_rows: int = Field(default=20_000, ge=1)
-    flush_linger_ms: int = Field(default=200, ge=1)
 
     # The HTTP collector (`xp collect`, `xp serve`); docs/collector.md explains each limit.
     collector_keys: SecretStr | None = None

@@ -7,6 +7,7 @@ event's `received_at`: the moment an xp edge first received it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
@@ -78,6 +79,19 @@ async def produce(
         yield sent
     finally:
         await kafka.stop()
+
+
+async def paced(lines: Iterable[bytes], rate: float) -> AsyncIterator[bytes]:
+    """Hand out lines at `rate` per second (0: as fast as the consumer takes them)."""
+    started = time.monotonic()
+    for i, line in enumerate(lines):
+        if rate and i % 100 == 0:
+            ahead = i / rate - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        elif i % 1000 == 0:
+            await asyncio.sleep(0)
+        yield line
 
 
 async def _aiter(lines: Iterable[bytes] | AsyncIterator[bytes]) -> AsyncIterator[bytes]:

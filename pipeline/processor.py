@@ -10,34 +10,28 @@ results over at-least-once delivery).
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from pipeline import journey as jr
+from pipeline.batches import (
+    E_ID,
+    E_OCCURRED,
+    E_OFFSET,
+    E_PARTITION,
+    E_RECEIVED,
+    R_DETAIL,
+    R_OFFSET,
+    R_PARTITION,
+    R_REASON,
+    R_RECEIVED,
+    R_TRUNCATED,
+    read_batch,
+)
 from pipeline.clickhouse import Rows
 from pipeline.windows import VITAL_GOOD, Aggregate, Watermark, WindowKey, X, window_start
-
-#: Positions in a batch's event record (see `pipeline.bulk.event_record`).
-(
-    E_PARTITION,
-    E_OFFSET,
-    E_RECEIVED,
-    E_OCCURRED,
-    E_ID,
-    E_SOURCE,
-    E_TYPE,
-    E_CUSTOMER,
-    E_ANONYMOUS,
-    E_SESSION,
-    E_PROPERTIES,
-    E_CONTEXT,
-    E_RAW,
-) = range(13)
-#: Positions in a batch's rejected record (see `pipeline.bulk.rejected_record`).
-R_PARTITION, R_OFFSET, R_RECEIVED, R_REASON, R_DETAIL, R_RAW, R_TRUNCATED = range(7)
 
 
 @dataclass(slots=True)
@@ -71,24 +65,24 @@ class PartitionState:
     def __post_init__(self) -> None:
         self.watermark = Watermark(self.lateness_s)
 
-    def apply(self, batch: dict[str, Any], version: int) -> Outcome:
-        """Apply a batch; `version` (the batch's own offset) orders the partial rows."""
+    def apply(self, value: bytes, version: int) -> Outcome:
+        """Apply an encoded batch; `version` (its own offset) orders the partial rows."""
+        batch = read_batch(value)
         rows = Rows()
         out = Outcome(rows=rows, delta=b"")
-        topic: str = batch["t"]
+        topic = batch.topic
         start = dict(self.applied)
         touched_journeys: set[str] = set()
-        touched_windows: set[WindowKey] = set()
+        touched_windows: dict[WindowKey, list[str]] = {}
         new_seen: dict[int, list[str]] = {}
         new_links: list[str] = []
         gap_ms = self.session_gap_s * 1000
 
-        for rec in batch["r"]:
+        for rec, raw in batch.rejected:
             if rec[R_OFFSET] <= start.get(rec[R_PARTITION], -1):
                 out.skipped += 1
                 continue
             self._note_offset(rec[R_PARTITION], rec[R_OFFSET])
-            raw = base64.b64decode(rec[R_RAW])
             self._reject(
                 out,
                 topic,
@@ -101,7 +95,7 @@ class PartitionState:
                 bool(rec[R_TRUNCATED]),
             )
 
-        for ev in batch["e"]:
+        for ev, raw in batch.events:
             sp, offset = ev[E_PARTITION], ev[E_OFFSET]
             if offset <= start.get(sp, -1):
                 out.skipped += 1
@@ -124,7 +118,7 @@ class PartitionState:
                     received,
                     "too_late",
                     f"window {window} closed by watermark {self.watermark.max_ms}",
-                    ev[E_RAW].encode(),
+                    raw,
                     False,
                 )
                 continue
@@ -133,7 +127,9 @@ class PartitionState:
             self.seen[event_id] = window
             new_seen.setdefault(window, []).append(event_id)
 
-            customer, anonymous = ev[E_CUSTOMER], ev[E_ANONYMOUS]
+            # Checked by the bulk stage already; null counts as absent (docs/semantics.md).
+            doc = orjson.loads(raw)
+            customer, anonymous = doc.get("customer_id"), doc.get("anonymous_id")
             identity: str = customer if customer is not None else anonymous
             if customer is not None and anonymous is not None and anonymous not in self.linked:
                 self.linked.add(anonymous)
@@ -143,19 +139,24 @@ class PartitionState:
             if journey is None:
                 journey = self.journeys[identity] = jr.Journey()
             touched_journeys.add(identity)
-            etype: str = ev[E_TYPE]
-            source: str = ev[E_SOURCE]
-            props: dict[str, Any] = ev[E_PROPERTIES]
-            step = jr.advance(journey, identity, etype, occurred, ev[E_SESSION], props, gap_ms)
+            etype: str = doc["type"]
+            source: str = doc["source"]
+            props: dict[str, Any] = doc.get("properties") or {}
+            session = doc.get("session_id")
+            step = jr.advance(journey, identity, etype, occurred, session, props, gap_ms)
             stage = jr.STAGES[step.stage]
 
             key = (window, source, stage)
             agg = self.windows.get(key)
             if agg is None:
                 agg = self.windows[key] = Aggregate()
-            touched_windows.add(key)
+            added = touched_windows.get(key)
+            if added is None:
+                added = touched_windows[key] = []
             agg.events += 1
-            agg.customers.add(identity)
+            if identity not in agg.customers:
+                agg.customers.add(identity)
+                added.append(identity)
             if step.entry:
                 agg.entries += 1
                 agg.conversions += step.conversion
@@ -187,7 +188,7 @@ class PartitionState:
                     step.session_id,
                     stage,
                     orjson.dumps(props).decode(),
-                    ev[E_CONTEXT],
+                    doc.get("context") or {},
                     topic,
                     sp,
                     offset,
@@ -252,7 +253,7 @@ class PartitionState:
     def _close_windows(
         self,
         journeys: set[str],
-        windows: set[WindowKey],
+        windows: dict[WindowKey, list[str]],
         new_seen: dict[int, list[str]],
         new_links: list[str],
     ) -> dict[str, Any]:
@@ -260,7 +261,7 @@ class PartitionState:
         closed = [key for key in self.windows if self.watermark.closed(key[0])]
         for key in closed:
             del self.windows[key]
-            windows.discard(key)
+            windows.pop(key, None)
         for window, ids in new_seen.items():
             self.seen_by_window.setdefault(window, []).extend(ids)
         dropped_seen = [w for w in self.seen_by_window if self.watermark.closed(w)]
@@ -271,7 +272,7 @@ class PartitionState:
             "a": self.applied,
             "w": self.watermark.max_ms,
             "j": {identity: self.journeys[identity].to_list() for identity in journeys},
-            "g": [[*key, self.windows[key].to_list()] for key in windows],
+            "g": [[*key, self.windows[key].to_list(added)] for key, added in windows.items()],
             "gd": [list(key) for key in closed],
             "s": [[w, ids] for w, ids in new_seen.items()],
             "sd": dropped_seen,
@@ -286,7 +287,10 @@ class PartitionState:
         for identity, data in delta["j"].items():
             self.journeys[identity] = jr.Journey.from_list(data)
         for window, channel, stage, data in delta["g"]:
-            self.windows[(window, channel, stage)] = Aggregate.from_list(data)
+            agg = self.windows.get((window, channel, stage))
+            if agg is None:
+                agg = self.windows[(window, channel, stage)] = Aggregate()
+            agg.restore(data)
         for window, channel, stage in delta["gd"]:
             self.windows.pop((window, channel, stage), None)
         for window, ids in delta["s"]:
@@ -304,7 +308,7 @@ class PartitionState:
             "a": self.applied,
             "w": self.watermark.max_ms,
             "j": {identity: j.to_list() for identity, j in self.journeys.items()},
-            "g": [[*key, agg.to_list()] for key, agg in self.windows.items()],
+            "g": [[*key, agg.to_list(sorted(agg.customers))] for key, agg in self.windows.items()],
             "gd": [],
             "s": list(self.seen_by_window.items()),
             "sd": [],

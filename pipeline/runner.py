@@ -10,22 +10,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 from clickhouse_connect.driver.client import Client
 
 from pipeline import clickhouse
+from pipeline.alerting import Alerting
 from pipeline.clickhouse import Sink
 from pipeline.config import Settings
 from pipeline.embedded import kafka
 from pipeline.errors import XpError
+from pipeline.health import ConsumerHealth
 from pipeline.ingest import produce
 from pipeline.progress import Progress
 from pipeline.topics import ensure_topics
 from pipeline.worker import Worker
 
 log = logging.getLogger("xp.runner")
+
+#: How a run puts its lines on the touchpoints topic (Kafka directly unless given);
+#: yields the running count of lines handed over.
+Feed = Callable[[Settings, str, Iterable[bytes] | AsyncIterator[bytes]], AsyncIterator[int]]
 
 #: How long the pipeline may make no progress at all before a run gives up.
 STALL_TIMEOUT_S = 120.0
@@ -52,6 +58,10 @@ class RunResult:
 
 def open_clickhouse(settings: Settings) -> Client:
     """Connect and bring the schema up to date; every command that touches data starts here."""
+    # Imported here: pipeline.serve builds on this module.
+    from pipeline.serve import refuse_if_served
+
+    refuse_if_served(settings)
     client = clickhouse.connect(settings.clickhouse_url, settings.data_dir)
     clickhouse.migrate(client)
     return client
@@ -63,6 +73,7 @@ async def run_through(
     *,
     total: int | None,
     label: str,
+    via: Feed | None = None,
 ) -> tuple[RunResult, Client]:
     """Produce `lines` to the touchpoints topic and run the pipeline until all are stored."""
     started = time.monotonic()
@@ -74,9 +85,12 @@ async def run_through(
             clickhouse.reset(client)
         await ensure_topics(bootstrap, settings)
         worker = Worker(settings, bootstrap, Sink(client))
+        alerts = Alerting(settings, client, worker)
+        ConsumerHealth(settings, bootstrap, worker)
         await worker.start()
         try:
-            sent = await _produce_and_wait(settings, bootstrap, worker, lines, total, label)
+            sent = await _produce_and_wait(settings, bootstrap, worker, lines, total, label, via)
+            await alerts.finish()
         finally:
             await worker.stop()
     counts = worker.counts
@@ -93,13 +107,19 @@ async def _produce_and_wait(
     lines: Iterable[bytes] | AsyncIterator[bytes],
     total: int | None,
     label: str,
+    via: Feed | None,
 ) -> int:
     progress = Progress(label, total)
     sent = 0
 
     async def feed() -> None:
         nonlocal sent
-        async for count in produce(bootstrap, settings.touchpoints_topic, lines):
+        counts = (
+            via(settings, bootstrap, lines)
+            if via is not None
+            else produce(bootstrap, settings.touchpoints_topic, lines)
+        )
+        async for count in counts:
             sent = count
 
     feeder = asyncio.create_task(feed(), name="xp-feed")
@@ -107,6 +127,7 @@ async def _produce_and_wait(
     try:
         while True:
             await asyncio.sleep(0.25)
+            worker.check_health()
             done = worker.accounted
             progress.update(done, f"sent {sent:,}  rejected {worker.counts['rejected']:,}")
             if feeder.done():
@@ -135,15 +156,19 @@ async def run_worker(settings: Settings, *, until_idle: bool) -> Worker:
             log.warning("embedded broker at %s (set XP_KAFKA_BOOTSTRAP for real Kafka)", bootstrap)
         await ensure_topics(bootstrap, settings)
         worker = Worker(settings, bootstrap, Sink(client))
+        alerts = Alerting(settings, client, worker)
+        ConsumerHealth(settings, bootstrap, worker)
         await worker.start()
         try:
             idle_checks = 0
             while True:
                 await asyncio.sleep(0.5)
+                worker.check_health()
                 if until_idle:
                     idle_checks = idle_checks + 1 if await worker.idle() else 0
                     if idle_checks >= 3:
                         break
+            await alerts.finish()
         finally:
             await worker.stop()
     return worker

@@ -80,17 +80,26 @@ class SegmentEffect:
     """Multiplies `Behavior` fields for people whose `context[dimension] == value`.
 
     Probabilities are capped at 1 after scaling. Effects on the same field
-    multiply, so an incident is one more effect on top of the defaults.
+    multiply, so an incident is one more effect on top of the defaults. An
+    effect with `start_s`/`end_s` (event time, seconds after the simulation's
+    start) holds for people arriving, and support tickets opening, within
+    that span: an incident that begins and ends.
     """
 
     dimension: str
     value: str
     factors: Mapping[str, float]
+    start_s: float | None = None
+    end_s: float | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.factors) - _BEHAVIOR_FIELDS
         if unknown:
             raise ValueError(f"unknown Behavior fields in SegmentEffect: {sorted(unknown)}")
+
+    def active(self, offset_s: float) -> bool:
+        after_start = self.start_s is None or offset_s >= self.start_s
+        return after_start and (self.end_s is None or offset_s < self.end_s)
 
 
 #: The segments that differ in ordinary traffic: phones are slower to render,
@@ -111,6 +120,30 @@ DEFAULT_EFFECTS: tuple[SegmentEffect, ...] = (
     SegmentEffect("platform", "phone", {"first_response_s": 0.3, "resolution_s": 0.7}),
     SegmentEffect("platform", "email", {"first_response_s": 3.0, "resolution_s": 1.6}),
 )
+
+#: Named incidents for `xp demo --incident`, each hitting one segment, with the
+#: story a newcomer should see in the alert that names it.
+INCIDENTS: dict[str, tuple[str, SegmentEffect]] = {
+    "chrome-search-broken": (
+        "a Chrome update breaks search, product links and the cart on the web shop",
+        SegmentEffect("browser", "Chrome", {"search_p": 0.05, "click_p": 0.05, "cart_p": 0.05}),
+    ),
+    "chat-support-slow": (
+        "the chat team is short-staffed: first replies take eight times as long, resolutions four",
+        SegmentEffect("platform", "chat", {"first_response_s": 8.0, "resolution_s": 4.0}),
+    ),
+    "app-crash-5.1.3": (
+        "a server change makes app version 5.1.3 crash on most screens",
+        SegmentEffect("app_version", "5.1.3", {"crash_p": 100.0}),
+    ),
+}
+
+
+def incident(name: str, start_s: float, end_s: float) -> SegmentEffect:
+    """The named incident's effect, active from `start_s` to `end_s` of event time."""
+    if name not in INCIDENTS:
+        raise ValueError(f"unknown incident {name!r}; known: {', '.join(INCIDENTS)}")
+    return replace(INCIDENTS[name][1], start_s=start_s, end_s=end_s)
 
 
 @dataclass(frozen=True)
@@ -266,7 +299,7 @@ class _Simulation:
         self.queue: list[tuple[float, int, dict[str, Any]]] = []
         self.seq = 0
         self.tickets = 100_000
-        self.behaviors: dict[tuple[tuple[str, str], ...], Behavior] = {}
+        self.behaviors: dict[tuple[int, ...], Behavior] = {}
 
     def run(self) -> Iterator[dict[str, Any]]:
         cfg, rng = self.config, self.rng
@@ -305,7 +338,7 @@ class _Simulation:
             }
             p.anonymous_id = f"dev_{rng.getrandbits(64):016x}"
             p.logged_in = not anonymous
-            p.behavior = self.behavior_for(p.app_context)
+            p.behavior = self.behavior_for(p.app_context, t)
             self.app_session(p, t, install=anonymous)
         else:
             device = _weighted(rng, _WEB_DEVICES)
@@ -319,21 +352,25 @@ class _Simulation:
             if anonymous or rng.random() < 0.5:
                 p.anonymous_id = f"anon_{rng.getrandbits(64):016x}"
             p.logged_in = not anonymous
-            p.behavior = self.behavior_for(p.web_context)
+            p.behavior = self.behavior_for(p.web_context, t)
             self.web_visit(p, t, returning=False)
 
-    def behavior_for(self, context: Mapping[str, str]) -> Behavior:
-        """The segment's behavior, computed once per distinct context."""
-        key = tuple(sorted(context.items()))
+    def behavior_for(self, context: Mapping[str, str], t: float) -> Behavior:
+        """The segment's behavior at time `t`, computed once per set of effects that apply."""
+        effects = self.config.effects
+        key = tuple(
+            i
+            for i, effect in enumerate(effects)
+            if context.get(effect.dimension) == effect.value and effect.active(t - self.lo)
+        )
         cached = self.behaviors.get(key)
         if cached is not None:
             return cached
         base = self.config.behavior
         scale: dict[str, float] = {}
-        for effect in self.config.effects:
-            if context.get(effect.dimension) == effect.value:
-                for name, factor in effect.factors.items():
-                    scale[name] = scale.get(name, 1.0) * factor
+        for i in key:
+            for name, factor in effects[i].factors.items():
+                scale[name] = scale.get(name, 1.0) * factor
         changes = {}
         for name, factor in scale.items():
             value = getattr(base, name) * factor
@@ -537,7 +574,7 @@ class _Simulation:
         self.tickets += rng.randrange(1, 4)
         tid = {"ticket_id": f"T-{self.tickets}"}
         ctx = p.support_context if not chat else {**p.support_context, "platform": "chat"}
-        behavior = self.behavior_for(ctx)
+        behavior = self.behavior_for(ctx, t)
         ids = (p.customer_id, None) if p.logged_in else (None, p.anonymous_id)
         sid = f"conv_{tid['ticket_id']}"
         if chat:

@@ -1,10 +1,8 @@
 """The summary printed at the end of `xp demo`, and the same numbers as data.
 
-Every number comes from the public views (docs/relations.md) through one
-named query each, so Grafana panels and `xp report` can reuse exactly the
-SQL behind what people read here. Ratios are computed in SQL with
-`nullIf(denominator, 0)`: an empty relation yields NULL, shown as "—",
-never a division by zero.
+Every number comes from a Grafana panel's query (pipeline/panels.py) expanded
+over all the data and every channel and stage, so the summary, the dashboards
+and `xp report` can never disagree about what a number means.
 """
 
 from __future__ import annotations
@@ -13,225 +11,28 @@ import math
 from datetime import datetime
 from typing import Any
 
+from pipeline import panels
 from pipeline.clickhouse import query
-from pipeline.journey import CONVERSION, ENTERED_BY, NPS_ADVOCATE, STAGES
+from pipeline.journey import CONVERSION, STAGES
+from pipeline.panels import DROP_OFF_INACTIVITY_S, JOURNEY, VITAL_NAMES
 
-#: How long an identity must have been quiet to count as dropped off (metrics.md).
-DROP_OFF_INACTIVITY_S = 1800
-
-_JOURNEY = STAGES[1:]
-_STAGE_ARRAY = "[" + ", ".join(f"'{s}'" for s in _JOURNEY) + "]"
-_ENTERING_TYPES = ", ".join(f"'{t}'" for t in sorted(set().union(*ENTERED_BY.values())))
-
-OVERVIEW_SQL = """
-SELECT
-    count() AS events,
-    uniqExact(identity) AS identities,
-    minOrNull(occurred_at) AS first_event,
-    maxOrNull(occurred_at) AS last_event,
-    (SELECT count() FROM xp.rejected_events) AS rejected,
-    (SELECT count() FROM xp.duplicates) AS duplicates
-FROM xp.events
-"""
-
-REJECTIONS_SQL = """
-SELECT reason, count() AS messages
-FROM xp.rejected_events
-GROUP BY reason
-ORDER BY messages DESC, reason
-"""
-
-FUNNEL_SQL = """
-SELECT channel, stage, sum(entries) AS entries, sum(conversions) AS conversions
-FROM xp.stage_minute
-GROUP BY channel, stage
-"""
-
-# seconds_to_convert is NULL for identities first seen after awareness (a
-# customer id that appears at login); quantiles skip them, `timed` counts the rest.
-TIME_TO_CONVERT_SQL = """
-SELECT
-    stage,
-    count() AS entries,
-    count(seconds_to_convert) AS timed,
-    quantileExact(0.5)(seconds_to_convert) AS median_s,
-    quantileExact(0.9)(seconds_to_convert) AS p90_s
-FROM xp.stage_entries
-WHERE stage != 'awareness'
-GROUP BY stage
-"""
-
-SCORES_SQL = """
-SELECT
-    channel,
-    csat_responses,
-    round(100 * csat_satisfied / nullIf(csat_responses, 0), 1) AS csat_pct,
-    nps_responses,
-    round(100 * (toInt64(nps_promoters) - toInt64(nps_detractors))
-          / nullIf(nps_responses, 0), 1) AS nps,
-    ces_responses,
-    round(ces_sum / nullIf(ces_responses, 0), 2) AS ces
-FROM
-(
-    SELECT
-        channel,
-        sum(csat_responses) AS csat_responses,
-        sum(csat_satisfied) AS csat_satisfied,
-        sum(nps_responses) AS nps_responses,
-        sum(nps_promoters) AS nps_promoters,
-        sum(nps_detractors) AS nps_detractors,
-        sum(ces_responses) AS ces_responses,
-        sum(ces_sum) AS ces_sum
-    FROM xp.experience_minute
-    GROUP BY channel
-)
-WHERE csat_responses + nps_responses + ces_responses > 0
-ORDER BY channel
-"""
-
-SUPPORT_SQL = """
-SELECT
-    first_responses,
-    round(first_response_ms_sum / nullIf(first_responses, 0) / 60000, 1)
-        AS mean_first_response_min,
-    resolutions,
-    round(resolution_ms_sum / nullIf(resolutions, 0) / 60000, 1) AS mean_resolution_min,
-    reopens,
-    round(100 * reopens / nullIf(resolutions, 0), 1) AS reopen_pct
-FROM
-(
-    SELECT
-        sum(first_responses) AS first_responses,
-        sum(first_response_ms_sum) AS first_response_ms_sum,
-        sum(resolutions) AS resolutions,
-        sum(resolution_ms_sum) AS resolution_ms_sum,
-        sum(reopens) AS reopens
-    FROM xp.experience_minute
-)
-"""
-
-ERRORS_SQL = """
-SELECT
-    channel,
-    stage,
-    events,
-    errors,
-    crashes,
-    round(1000 * (errors + crashes) / nullIf(events, 0), 2) AS errors_per_1000
-FROM
-(
-    SELECT channel, stage, sum(events) AS events
-    FROM xp.stage_minute
-    GROUP BY channel, stage
-) AS volume
-LEFT JOIN
-(
-    SELECT channel, stage, sum(errors) AS errors, sum(crashes) AS crashes
-    FROM xp.experience_minute
-    GROUP BY channel, stage
-) AS failures USING (channel, stage)
-WHERE events > 0
-"""
-
-CRASH_FREE_SQL = """
-SELECT
-    channel,
-    sessions,
-    crash_sessions,
-    round(100 * (1 - crash_sessions / nullIf(sessions, 0)), 2) AS crash_free_pct
-FROM
-(
-    SELECT channel, sum(sessions) AS sessions, sum(crash_sessions) AS crash_sessions
-    FROM xp.experience_minute
-    GROUP BY channel
-)
-WHERE sessions > 0
-ORDER BY channel
-"""
-
-VITALS_SQL = """
-SELECT
-    channel,
-    lcp_count,
-    round(100 * lcp_good / nullIf(lcp_count, 0), 1) AS lcp_good_pct,
-    inp_count,
-    round(100 * inp_good / nullIf(inp_count, 0), 1) AS inp_good_pct,
-    cls_count,
-    round(100 * cls_good / nullIf(cls_count, 0), 1) AS cls_good_pct,
-    fcp_count,
-    round(100 * fcp_good / nullIf(fcp_count, 0), 1) AS fcp_good_pct,
-    ttfb_count,
-    round(100 * ttfb_good / nullIf(ttfb_count, 0), 1) AS ttfb_good_pct
-FROM
-(
-    SELECT
-        channel,
-        sum(lcp_count) AS lcp_count,
-        sum(lcp_good) AS lcp_good,
-        sum(inp_count) AS inp_count,
-        sum(inp_good) AS inp_good,
-        sum(cls_count) AS cls_count,
-        sum(cls_good) AS cls_good,
-        sum(fcp_count) AS fcp_count,
-        sum(fcp_good) AS fcp_good,
-        sum(ttfb_count) AS ttfb_count,
-        sum(ttfb_good) AS ttfb_good
-    FROM xp.experience_minute
-    GROUP BY channel
-)
-WHERE lcp_count + inp_count + cls_count + fcp_count + ttfb_count > 0
-ORDER BY channel
-"""
-
-# Per identity: the bit mask of stages reached, the furthest stage and the time
-# of the last stage-entering event (experience signals and NPS scores below the
-# advocate threshold enter no stage, so they do not count as activity). An
-# identity dropped off at its furthest stage if it has been quiet for the
-# inactivity limit, measured against the data's own latest event time so that
-# a replay of old data reads the same. Advocacy has no next stage.
-DROP_OFF_SQL = f"""
-WITH (SELECT max(occurred_at) FROM xp.events) AS latest
-SELECT
-    {_STAGE_ARRAY}[o] AS stage,
-    countIf(bitTest(stage_mask, o)) AS reached,
-    countIf(furthest = o
-            AND last_entering < latest - INTERVAL {DROP_OFF_INACTIVITY_S} SECOND) AS dropped,
-    round(100 * dropped / nullIf(reached, 0), 1) AS dropped_pct
-FROM
-(
-    SELECT
-        identity,
-        groupBitOr(bitShiftLeft(toUInt8(1), o)) AS stage_mask,
-        max(o) AS furthest,
-        max(occurred_at) AS last_entering
-    FROM
-    (
-        SELECT identity, occurred_at, indexOf({_STAGE_ARRAY}, toString(stage)) AS o
-        FROM xp.events
-        WHERE type IN ({_ENTERING_TYPES})
-           OR (type = 'nps_submitted'
-               AND JSONExtractInt(properties, 'score') >= {NPS_ADVOCATE})
-    )
-    WHERE o > 0
-    GROUP BY identity
-)
-ARRAY JOIN range(1, {len(_JOURNEY)}) AS o
-GROUP BY o
-ORDER BY o
-"""
+_SECTIONS: dict[str, panels.Panel] = {
+    "overview": panels.OVERVIEW,
+    "rejections": panels.REJECTIONS,
+    "funnel": panels.FUNNEL,
+    "time_to_convert": panels.TIME_TO_CONVERT,
+    "scores": panels.SCORES,
+    "support": panels.SUPPORT,
+    "errors": panels.ERRORS,
+    "crash_free": panels.CRASH_FREE,
+    "vitals": panels.VITALS,
+    "drop_off": panels.DROP_OFF,
+}
 
 #: Every query behind the summary, by the section it feeds.
 QUERIES: dict[str, str] = {
-    "overview": OVERVIEW_SQL,
-    "rejections": REJECTIONS_SQL,
-    "funnel": FUNNEL_SQL,
-    "time_to_convert": TIME_TO_CONVERT_SQL,
-    "scores": SCORES_SQL,
-    "support": SUPPORT_SQL,
-    "errors": ERRORS_SQL,
-    "crash_free": CRASH_FREE_SQL,
-    "vitals": VITALS_SQL,
-    "drop_off": DROP_OFF_SQL,
+    name: panels.expand(panel.sql, panels.TimeRange.everything(), panels.all_values())
+    for name, panel in _SECTIONS.items()
 }
 
 _CHANNELS = ("web", "app", "support")
@@ -314,19 +115,19 @@ def _funnels(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     Each identity enters a stage once, in one channel, so the channels' entries
     add up to the total. Step conversion is entries over the previous stage's.
     """
-    entries: dict[str, dict[str, int]] = {"all": dict.fromkeys(_JOURNEY, 0)}
+    entries: dict[str, dict[str, int]] = {"all": dict.fromkeys(JOURNEY, 0)}
     for row in rows:
-        if row["stage"] not in _JOURNEY:
+        if row["stage"] not in JOURNEY:
             continue
-        per_channel = entries.setdefault(row["channel"], dict.fromkeys(_JOURNEY, 0))
+        per_channel = entries.setdefault(row["channel"], dict.fromkeys(JOURNEY, 0))
         per_channel[row["stage"]] += row["entries"]
         entries["all"][row["stage"]] += row["entries"]
     funnels = {}
     for channel in sorted(entries, key=lambda c: (c != "all", _channel_order(c))):
         counts = entries[channel]
         steps = []
-        for i, stage in enumerate(_JOURNEY):
-            previous = counts[_JOURNEY[i - 1]] if i else 0
+        for i, stage in enumerate(JOURNEY):
+            previous = counts[JOURNEY[i - 1]] if i else 0
             step = round(100 * counts[stage] / previous, 1) if previous else None
             steps.append({"stage": stage, "entries": counts[stage], "step_pct": step})
         funnels[channel] = steps
@@ -435,7 +236,7 @@ def _render_time_to_convert(rows: list[dict[str, Any]]) -> str:
     lines = [_title("Time to convert: from first awareness to entering the stage")]
     found = {r["stage"]: r for r in rows}
     table = []
-    for stage in _JOURNEY[1:]:
+    for stage in JOURNEY[1:]:
         row = found.get(stage, {})
         table.append(
             [
@@ -514,12 +315,18 @@ def _render_errors(rows: list[dict[str, Any]], crash_free: list[dict[str, Any]])
 
 def _render_vitals(rows: list[dict[str, Any]]) -> str:
     lines = [_title("Web vitals: share of good experiences")]
-    names = ("lcp", "inp", "cls", "fcp", "ttfb")
+    names = VITAL_NAMES
     table = [
-        [r["channel"], *(_fixed(r[f"{n}_good_pct"], 1, "%") for n in names), _count(r["lcp_count"])]
+        [
+            r["channel"],
+            r["stage"],
+            *(_fixed(r[f"{n}_good_pct"], 1, "%") for n in names),
+            _count(r["lcp_count"]),
+        ]
         for r in rows
-    ] or [[_DASH, *(_DASH for _ in names), "0"]]
-    lines.extend(_table(["channel", *(n.upper() for n in names), "LCP samples"], table))
+    ] or [[_DASH, _DASH, *(_DASH for _ in names), "0"]]
+    header = ["channel", "stage", *(n.upper() for n in names), "LCP samples"]
+    lines.extend(_table(header, table, left=2))
     return "\n".join(lines)
 
 
@@ -528,7 +335,7 @@ def _render_drop_off(rows: list[dict[str, Any]]) -> str:
     lines = [_title(f"Drop-off: quiet for {quiet} min and never reached the next stage")]
     found = {r["stage"]: r for r in rows}
     table = []
-    for stage in _JOURNEY[:-1]:
+    for stage in JOURNEY[:-1]:
         row = found.get(stage, {})
         table.append(
             [

@@ -7,6 +7,7 @@ instead of adding to it (docs/relations.md, "Why partial rows").
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,19 +65,25 @@ class Aggregate:
     customers: set[str] = field(default_factory=set)
     experience: list[int] = field(default_factory=lambda: [0] * len(EXPERIENCE_COLUMNS))
 
-    def to_list(self) -> list[Any]:
+    def to_list(self, members: Iterable[str]) -> list[Any]:
+        """The counts with `members`: all customers in a snapshot, the new ones in a delta.
+
+        A delta that carried the whole set would grow with the window and be
+        re-sorted on every batch; the counts are small and always complete.
+        """
         return [
             self.events,
             self.entries,
             self.conversions,
-            sorted(self.customers),
-            self.experience,
+            list(members),
+            list(self.experience),
         ]
 
-    @classmethod
-    def from_list(cls, data: list[Any]) -> Aggregate:
-        events, entries, conversions, customers, experience = data
-        return cls(events, entries, conversions, set(customers), list(experience))
+    def restore(self, data: list[Any]) -> None:
+        """Take stored counts and add the stored members (the inverse of `to_list`)."""
+        self.events, self.entries, self.conversions, members, experience = data
+        self.customers.update(members)
+        self.experience = list(experience)
 
     @property
     def has_experience(self) -> bool:

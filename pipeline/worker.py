@@ -16,13 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.types import TP, EventT
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP
 
 from pipeline import observability as obs
 from pipeline.bulk import BulkProcesses, bulk_group
@@ -38,10 +38,17 @@ _DUMP = orjson.OPT_NON_STR_KEYS
 #: Journeys (or seen ids, windows) per snapshot chunk: keeps each changelog message small.
 CHUNK_ITEMS = 5_000
 _SINK_BACKOFF_MAX_S = 30.0
+_REWIND_RETRY_S = 2.0
 
 
 def _key(partition: int, *parts: object) -> bytes:
+    """State keys: `p<partition>/d/<seq>` deltas, `/s/<seq>/<i>` chunks, `/m/<seq>` pointers."""
     return "/".join([f"p{partition}", *map(str, parts)]).encode()
+
+
+def _seq(key: bytes) -> int:
+    """The batch offset a delta or snapshot pointer key was written for."""
+    return int(key.split(b"/")[2])
 
 
 def snapshot_chunks(snapshot: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -64,29 +71,26 @@ def snapshot_chunks(snapshot: dict[str, Any]) -> Iterator[dict[str, Any]]:
         }
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A batch applied to its partition's state whose rows are not stored yet."""
+def _shorten_fetch_wait(wait_ms: int) -> None:
+    """Make Faust's consumer ask the broker to hold fetches for `wait_ms` at most.
 
-    stream: faust.StreamT[bytes]
-    event: EventT[bytes]
-    partition: int
-    state: PartitionState
-    outcome: Outcome
-
-
-def latest_partials(rows: Rows) -> Rows:
-    """Keep only the newest partial row per window and partition.
-
-    Several batches of one flush often restate the same window; older versions
-    would be replaced in ClickHouse anyway, so they need not be sent.
+    Faust fixes `fetch_max_wait_ms` at 1,500 ms, and the embedded broker holds
+    a fetch that long even when data arrives: measured here, a median of 440 ms
+    per hop at 1,500 ms and 3 ms at 50 ms. Faust exposes no setting for it, so
+    the consumer it creates gets the value before it starts.
     """
-    for name in ("stage_partials", "experience_partials"):
-        newest: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-        for row in getattr(rows, name):
-            newest[(*row[:3], row[-2])] = row
-        setattr(rows, name, list(newest.values()))
-    return rows
+    thread = aiokafka_driver.AIOKafkaConsumerThread
+    create = thread._create_worker_consumer
+    if getattr(create, "_xp_fetch_wait", None) == wait_ms:
+        return
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = wait_ms
+        return consumer
+
+    create_worker_consumer._xp_fetch_wait = wait_ms  # type: ignore[attr-defined]
+    thread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
 class Worker:
@@ -94,6 +98,7 @@ class Worker:
 
     def __init__(self, settings: Settings, bootstrap: str, sink: Sink) -> None:
         self.settings = settings
+        self._bootstrap = bootstrap
         self.sink = sink
         self.bulk = BulkProcesses(settings, bootstrap)
         self.counts: Counter[str] = Counter()
@@ -102,7 +107,16 @@ class Worker:
         self._deltas: dict[int, list[bytes]] = {}
         self._snapshot_keys: dict[int, list[bytes]] = {}
         self._since_snapshot: Counter[int] = Counter()
+        #: Per partition, the batch of the newest state key written or restored here.
+        self._written: dict[int, int] = {}
+        #: Partitions revoked since their state was last checked.
+        self._check: set[int] = set()
+        #: Per partition, the batch offset to apply next, and where it was last fetched again.
+        self._next: dict[int, int] = {}
+        self._rewound: dict[int, tuple[int, float]] = {}
+        self._delta_bytes: Counter[int] = Counter()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xp-sink")
+        _shorten_fetch_wait(settings.fetch_max_wait_ms)
         self.app = faust.App(
             settings.app_id,
             broker=f"kafka://{bootstrap}",
@@ -135,11 +149,10 @@ class Worker:
         )
         self.app.agent(self.batches, name="xp-process")(self._agent)
         self.app.on_partitions_revoked.connect(self._on_revoked)
-        self._pending: list[_Pending] = []
-        self._pending_rows = 0
-        self._pending_since = 0.0
-        self._flushing: asyncio.Task[None] | None = None
-        self._timer: asyncio.Task[None] | None = None
+        #: When the first batch arrived (perf_counter): processing time excludes the group join.
+        self.first_batch_at = 0.0
+        #: Called with every flush's rows once ClickHouse has them (the benchmark's clock).
+        self.stored_listeners: list[Callable[[Rows], None]] = []
         # Read each group's committed offsets without joining the group.
         self._group_view = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=settings.app_id, enable_auto_commit=False
@@ -153,17 +166,10 @@ class Worker:
         await self._bulk_view.start()
         await self.app.start()
         self.bulk.start()
-        self._timer = asyncio.create_task(self._flush_timer(), name="xp-flush-timer")
 
     async def stop(self) -> None:
         """Stop taking input, store what was applied, then leave the group."""
         await asyncio.get_running_loop().run_in_executor(None, self.bulk.stop)
-        if self._timer is not None:
-            self._timer.cancel()
-        await self._flushed()
-        if self._pending:
-            self._start_flush()
-            await self._flushed()
         await self.app.stop()
         await self._group_view.stop()
         await self._bulk_view.stop()
@@ -195,91 +201,131 @@ class Worker:
         failure = self.bulk.failure()
         if failure is not None:
             raise XpError(failure)
-        if self._flushing is not None and self._flushing.done():
-            self._flushing.result()
 
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """A revoked partition's state is rebuilt from the changelog if it comes back."""
+        """A revoked partition's state is checked against the changelog if it comes back.
+
+        It is kept, not dropped: the batch being stored while the partition was
+        revoked still writes its delta, and Faust may commit that batch if the
+        partition comes straight back; dropping the state would lose it.
+        """
         revoked: set[TP] = args[0]
-        for tp in revoked:
-            if tp.topic == self.settings.batches_topic:
-                self.states.pop(tp.partition, None)
+        self._check.update(
+            tp.partition for tp in revoked if tp.topic == self.settings.batches_topic
+        )
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
-        """Apply batches as they come; rows are flushed in the background, in order.
+        """Apply a batch, store its rows, then its delta, and only then ack it.
 
-        The stream does not ack by itself: a batch is acked (and so may be
-        committed) only once its rows are in ClickHouse and its delta is in the
-        changelog.
+        One batch at a time, acked by hand: Faust commits a batch's offset only
+        once its rows are in ClickHouse and its delta is in the changelog.
         """
         manual = cast(faust.Stream[bytes], stream).noack()
         async for event in manual.events():
-            partition = event.message.partition
-            state = self.states.get(partition) or self._restore(partition)
-            outcome = state.apply(orjson.loads(event.value), event.message.offset)
-            if not self._pending:
-                self._pending_since = time.monotonic()
-            self._pending.append(_Pending(manual, event, partition, state, outcome))
-            self._pending_rows += outcome.rows.count()
-            if self._pending_rows >= self.settings.flush_max_rows:
-                await self._flushed()
-                self._start_flush()
+            if not self.first_batch_at:
+                self.first_batch_at = time.perf_counter()
+            partition, offset = event.message.partition, event.message.offset
+            if not await self._in_order(partition, offset):
+                continue
+            if partition in self._check:
+                self._check.discard(partition)
+                await self._verify(partition)
+            state = self.states.get(partition) or await self._restore(partition)
+            outcome = state.apply(event.value, offset)
+            await self._store(outcome.rows)
+            for listener in self.stored_listeners:
+                listener(outcome.rows)
+            self._commit_state(partition, offset, state, outcome)
+            await manual.ack(event)
+            self._next[partition] = offset + 1
 
-    async def _flush_timer(self) -> None:
-        """Flushes what waited longer than the linger time when no batch fills it."""
-        linger = self.settings.flush_linger_ms / 1000
-        while True:
-            await asyncio.sleep(linger / 2)
-            flushing = self._flushing is not None and not self._flushing.done()
-            if self._pending and not flushing and time.monotonic() - self._pending_since >= linger:
-                self._start_flush()
+    async def _in_order(self, partition: int, offset: int) -> bool:
+        """Whether this batch is the next one of its partition; if batches went missing, refetch.
 
-    async def _flushed(self) -> None:
-        """Wait for the running flush; its failure stops the worker instead of hiding."""
-        if self._flushing is not None:
-            await self._flushing
+        Measured here: after a rebalance Faust sometimes delivers a partition's
+        batches from well past the committed offset, having dropped the ones it
+        had buffered. A skipped batch is a lost batch, so the consumer is sent
+        back to the first one missing, and later batches wait (unacked) for it.
+        """
+        tp = TopicPartition(self.settings.batches_topic, partition)
+        expected = self._next.get(partition)
+        if expected is None:
+            expected = self._next[partition] = await self._group_view.committed(tp) or 0
+        if offset <= expected:
+            return True
+        # Batches fetched before the seek still arrive: seek once per gap, and
+        # again only if the missing batch has not come after a while.
+        last = self._rewound.get(partition)
+        now = time.monotonic()
+        if last is None or last[0] != expected or now - last[1] > _REWIND_RETRY_S:
+            log.warning(
+                "partition %d: batch %d arrived, %d expected; fetching again from %d",
+                partition,
+                offset,
+                expected,
+                expected,
+            )
+            self._rewound[partition] = (expected, now)
+            await self.app.consumer.seek(TP(self.settings.batches_topic, partition), expected)
+        return False
 
-    def _start_flush(self) -> None:
-        pending, self._pending, self._pending_rows = self._pending, [], 0
-        self._flushing = asyncio.create_task(self._flush(pending), name="xp-flush")
-
-    async def _flush(self, pending: list[_Pending]) -> None:
-        rows = Rows()
-        for item in pending:
-            rows.extend(item.outcome.rows)
-        await self._store(latest_partials(rows))
-        for item in pending:
-            if self.states.get(item.partition) is not item.state:
-                continue  # revoked meanwhile: the new owner replays this batch
-            await self._commit_state(item)
-
-    async def _commit_state(self, item: _Pending) -> None:
-        """After the rows are stored: dead letters, the delta, then the ack."""
-        partition, offset = item.partition, item.event.message.offset
-        for key, letter in item.outcome.dead_letters:
-            await self.dead_letters.send(key=key, value=letter, partition=partition)
-        delta_key = _key(partition, "d", f"{offset:020d}")
-        self._put(partition, delta_key, item.outcome.delta)
-        self._deltas.setdefault(partition, []).append(delta_key)
-        self._since_snapshot[partition] += 1
-        if self._since_snapshot[partition] >= self.settings.snapshot_every_batches:
-            self._snapshot(partition, item.state, offset)
-        self._count(item.outcome)
-        await item.stream.ack(item.event)
+    def _commit_state(
+        self, partition: int, offset: int, state: PartitionState, outcome: Outcome
+    ) -> None:
+        """After the rows are stored: dead letters, the delta, maybe a snapshot."""
+        if self.states.get(partition) is not state:
+            return  # replaced while its rows were stored: the new state replays this batch
+        self._count(outcome)
         self.processed[partition] = offset + 1
+        if not (outcome.accepted or outcome.duplicates or outcome.rejected):
+            # A replayed batch whose delta is stored already: writing its empty
+            # delta again, under the same key, would erase what that batch did.
+            return
+        for key, letter in outcome.dead_letters:
+            self.dead_letters.send_soon(key=key, value=letter, partition=partition)
+        delta_key = _key(partition, "d", f"{offset:020d}")
+        self._put(partition, delta_key, outcome.delta)
+        self._written[partition] = offset
+        self._deltas.setdefault(partition, []).append(delta_key)
+        snapshot = self._due_snapshot(partition, state, outcome)
+        if snapshot is not None:
+            self._write_snapshot(partition, snapshot, offset)
+
+    async def _read_changelog(self, partition: int) -> dict[bytes, bytes]:
+        """The live keys of one changelog partition, read from its start to its end."""
+        await self.app.producer.flush()
+        tp = TopicPartition(self.table.changelog_topic.get_topic_name(), partition)
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_bytes=MAX_MESSAGE_BYTES,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+        )
+        await reader.start()
+        stored: dict[bytes, bytes] = {}
+        try:
+            reader.assign([tp])
+            await reader.seek_to_beginning(tp)
+            end = (await reader.end_offsets([tp]))[tp]
+            while await reader.position(tp) < end:
+                for records in (await reader.getmany(tp, timeout_ms=500)).values():
+                    for record in records:
+                        if record.value is None:
+                            stored.pop(record.key, None)
+                        else:
+                            stored[record.key] = record.value
+        finally:
+            await reader.stop()
+        return stored
 
     def _put(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Set or delete a state key, logging it to the changelog partition it belongs to.
+        """Write (or, with None, delete) a state key on its partition's changelog.
 
-        Faust would pick the partition of the stream's current event, which is
-        not this batch's once flushes run behind the stream.
+        The changelog is the state's store: `_restore` reads it back, so the
+        copy Faust keeps in memory is never consulted.
         """
-        if value is None:
-            self.table.data.pop(key, None)
-            self.table.send_changelog(partition, key, None, value_serializer="raw")
-        else:
-            self.table.data[key] = value
-            self.table.send_changelog(partition, key, value)
+        self.table.send_changelog(partition, key, value, value_serializer="raw")
 
     def _count(self, outcome: Outcome) -> None:
         self.counts["stored"] += outcome.accepted
@@ -314,29 +360,48 @@ class Worker:
             obs.SINK_ROWS.observe(rows.count())
             return
 
-    def _restore(self, partition: int) -> PartitionState:
-        """Rebuild from the newest complete snapshot plus the deltas written after it."""
+    async def _verify(self, partition: int) -> None:
+        """Keep the state in memory only if nobody else wrote to its changelog since."""
+        stored = await self._read_changelog(partition)
+        newest = max((_seq(k) for k in stored if k.split(b"/")[1] in (b"d", b"m")), default=-1)
+        if partition in self.states and newest != self._written.get(partition, -1):
+            log.info("partition %d changed elsewhere (batch %d): restoring", partition, newest)
+            await self._restore(partition, stored)
+
+    async def _restore(
+        self, partition: int, stored: dict[bytes, bytes] | None = None
+    ) -> PartitionState:
+        """Rebuild from the newest snapshot plus the deltas written after it.
+
+        The changelog partition is read here, after flushing what this process
+        still had to send, rather than taken from Faust's in-memory table: that
+        copy was seen to lag a partition that came back in a rebalance. Every
+        state key is written once and later deleted, never overwritten, so the
+        newest pointer names the snapshot and later deltas complete it.
+        """
+        if stored is None:
+            stored = await self._read_changelog(partition)
+        keys = sorted(stored)
         s = self.settings
         state = PartitionState(partition, s.allowed_lateness_s, s.session_gap_s)
-        prefix = _key(partition, "")
-        meta = self.table.get(_key(partition, "snap"))
+        metas = [key for key in keys if key.startswith(_key(partition, "m", ""))]
         snap_seq = -1
-        chunk_keys: list[bytes] = []
-        if meta is not None:
-            info = orjson.loads(meta)
-            snap_seq = info["seq"]
-            chunk_keys = [_key(partition, "s", f"{snap_seq:020d}", i) for i in range(info["n"])]
-            for key in chunk_keys:
-                state.apply_delta(orjson.loads(self.table[key]))
-        deltas = sorted(
-            key
-            for key in self.table
-            if key.startswith(prefix + b"d/") and int(key.rsplit(b"/", 1)[1]) > snap_seq
-        )
+        current: list[bytes] = []
+        if metas:
+            snap_seq = _seq(metas[-1])
+            count = orjson.loads(stored[metas[-1]])["n"]
+            current = [_key(partition, "s", f"{snap_seq:020d}", i) for i in range(count)]
+            for key in current:
+                state.apply_delta(orjson.loads(stored[key]))
+            current.append(metas[-1])
+        deltas = [k for k in keys if k.startswith(_key(partition, "d", "")) and _seq(k) > snap_seq]
         for key in deltas:
-            state.apply_delta(orjson.loads(self.table[key]))
+            state.apply_delta(orjson.loads(stored[key]))
         self._deltas[partition] = deltas
-        self._snapshot_keys[partition] = chunk_keys
+        self._written[partition] = max([snap_seq, *map(_seq, deltas)])
+        self._snapshot_keys[partition] = [
+            key for key in keys if key not in current and key not in deltas
+        ]
         self.states[partition] = state
         log.info(
             "partition %d restored: %d journeys, snapshot %d + %d deltas",
@@ -347,20 +412,41 @@ class Worker:
         )
         return state
 
-    def _snapshot(self, partition: int, state: PartitionState, seq: int) -> None:
-        """Compact the changelog: chunks first, then the pointer, then drop what it covers.
+    def _due_snapshot(
+        self, partition: int, state: PartitionState, outcome: Outcome
+    ) -> list[bytes] | None:
+        """The encoded snapshot chunks when this batch ends a snapshot interval.
+
+        It must be the state as of this batch exactly: a snapshot that held a
+        later batch would mark it applied though its rows may never have
+        reached ClickHouse.
+        """
+        self._since_snapshot[partition] += 1
+        self._delta_bytes[partition] += len(outcome.delta)
+        if (
+            self._since_snapshot[partition] < self.settings.snapshot_every_batches
+            and self._delta_bytes[partition] < self.settings.snapshot_delta_bytes
+        ):
+            return None
+        self._since_snapshot[partition] = 0
+        self._delta_bytes[partition] = 0
+        return [orjson.dumps(chunk, option=_DUMP) for chunk in snapshot_chunks(state.snapshot())]
+
+    def _write_snapshot(self, partition: int, chunks: list[bytes], seq: int) -> None:
+        """Compact the changelog: chunks, then their pointer, then drop what they cover.
 
         Changelog messages of one partition keep their order, so once the
         pointer is there its chunks are too.
         """
         keys = []
-        for i, chunk in enumerate(snapshot_chunks(state.snapshot())):
+        for i, chunk in enumerate(chunks):
             key = _key(partition, "s", f"{seq:020d}", i)
-            self._put(partition, key, orjson.dumps(chunk, option=_DUMP))
+            self._put(partition, key, chunk)
             keys.append(key)
-        self._put(partition, _key(partition, "snap"), orjson.dumps({"seq": seq, "n": len(keys)}))
+        meta = _key(partition, "m", f"{seq:020d}")
+        self._put(partition, meta, orjson.dumps({"n": len(chunks)}))
+        keys.append(meta)
         for key in self._deltas.get(partition, []) + self._snapshot_keys.get(partition, []):
             self._put(partition, key, None)
         self._deltas[partition] = []
         self._snapshot_keys[partition] = keys
-        self._since_snapshot[partition] = 0

@@ -8,6 +8,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from pipeline import clickhouse
+from tests.traffic import Processed, process_traffic
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +28,12 @@ def chdb_client(chdb_data_dir: Path) -> Client:
     client = clickhouse.connect(None, chdb_data_dir)
     clickhouse.migrate(client)
     return client
+
+
+@pytest.fixture(scope="session")
+def simulated_traffic(tmp_path_factory: pytest.TempPathFactory) -> Processed:
+    """Simulated traffic that changes near its end, processed once for the whole session.
+
+    It lives in a data directory of its own: read it through subprocesses.
+    """
+    return process_traffic(tmp_path_factory.mktemp("simulated"))

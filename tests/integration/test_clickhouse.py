@@ -198,7 +198,7 @@ def test_migrate_refuses_a_directory_without_migrations(
 
 def test_every_relation_of_the_contract_has_exactly_its_columns(chdb_client: Client) -> None:
     expected = contract_relations()
-    assert len(expected) == 12
+    assert len(expected) == 13
     assert len(expected["xp.experience_day"]) == 29
     found: dict[str, list[str]] = {}
     for table, name in select(

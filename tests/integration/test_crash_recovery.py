@@ -91,10 +91,9 @@ def test_sigkilled_worker_restarts_with_every_number_exact(tmp_path: Path) -> No
             **os.environ,
             **SETTINGS,
             "XP_KAFKA_BOOTSTRAP": bootstrap,
-            # Small batches, small flushes and frequent snapshots: many places for a
+            # Small batches and frequent snapshots: many places for a
             # kill to land, and a worker slow enough to be caught mid-stream.
             "XP_BATCH_MAX_EVENTS": "100",
-            "XP_FLUSH_MAX_ROWS": "300",
             "XP_SNAPSHOT_EVERY_BATCHES": "5",
         }
         worker = [str(XP), "worker", "--data-dir", str(data_dir)]

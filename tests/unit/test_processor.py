@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from pipeline.batches import BatchWriter
 from pipeline.processor import PartitionState
 from pipeline.worker import snapshot_chunks
 
@@ -15,15 +16,30 @@ MINUTE_MS = 60_000
 T0 = 1_700_000_000_000 // MINUTE_MS * MINUTE_MS
 
 
-def event(offset: int, identity: str, etype: str, ms: int, **props: Any) -> list[Any]:
+@dataclass
+class Ev:
+    """An accepted event as the bulk stage hands it on: header fields and raw bytes."""
+
+    offset: int
+    ms: int
+    event_id: str
+    raw: bytes
+
+
+def event(offset: int, identity: str, etype: str, ms: int, **props: Any) -> Ev:
     event_id = str(uuid.UUID(int=offset + 1))
     source = "support" if etype.startswith(("ticket", "agent", "csat")) else "web"
-    raw = orjson.dumps({"event_id": event_id, "type": etype}).decode()
-    return [0, offset, ms, ms, event_id, source, etype, identity, None, None, props, {}, raw]
+    doc = {"event_id": event_id, "source": source, "type": etype, "customer_id": identity}
+    return Ev(offset, ms, event_id, orjson.dumps({**doc, "properties": props}))
 
 
-def batch(events: list[list[Any]], rejected: list[list[Any]] | None = None) -> dict[str, Any]:
-    return {"t": "touchpoints", "e": events, "r": rejected or []}
+def batch(events: list[Ev], rejected: list[tuple[int, str, bytes]] | None = None) -> bytes:
+    writer = BatchWriter("touchpoints")
+    for ev in events:
+        writer.add_event(0, ev.offset, ev.ms, ev.ms, ev.event_id, ev.raw)
+    for offset, reason, raw in rejected or []:
+        writer.add_rejected(0, offset, T0, reason, "detail", raw, False)
+    return writer.encode()
 
 
 def new_state() -> PartitionState:
@@ -48,9 +64,9 @@ def test_a_replayed_batch_changes_nothing() -> None:
 def test_duplicates_and_too_late_and_rejected() -> None:
     state = new_state()
     dup = event(1, "a", "page_view", T0)
-    dup[4] = event(0, "a", "page_view", T0)[4]
+    dup.event_id = event(0, "a", "page_view", T0).event_id
     late = event(3, "b", "page_view", T0 - 3 * 3600_000)
-    bad = [0, 4, T0, "invalid_json", "not JSON", base64.b64encode(b"{").decode(), 0]
+    bad = (4, "invalid_json", b"{")
     out = state.apply(
         batch([event(0, "a", "page_view", T0), dup, event(2, "b", "click", T0 + 1), late], [bad]),
         version=0,
