@@ -137,14 +137,46 @@ class BulkStage:
         await producer.start()
         try:
             while not self._stopping.is_set():
-                got = await consumer.getmany(
-                    timeout_ms=s.batch_linger_ms, max_records=s.batch_max_events
-                )
+                got = await self._gather(consumer)
                 if got:
                     await self._forward(producer, consumer, got.items())
         finally:
             await producer.stop()
             await consumer.stop()
+
+    async def _gather(
+        self, consumer: AIOKafkaConsumer
+    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+        """Records until the batch is full or `batch_linger_ms` after the first arrived.
+
+        At low rates `getmany` returns a handful of records at a time, and every
+        batch costs the stateful stage a round of ClickHouse inserts whatever
+        its size: lingering a little keeps batches large and latency low.
+        """
+        s = self.settings
+        got: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
+        count = 0
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
+        while count < s.batch_max_events and not self._stopping.is_set():
+            wait_ms = s.batch_linger_ms
+            if deadline is not None:
+                wait_ms = int((deadline - loop.time()) * 1000)
+                if wait_ms <= 0:
+                    break
+            more = await consumer.getmany(
+                timeout_ms=wait_ms, max_records=s.batch_max_events - count
+            )
+            if not more:
+                if deadline is None:
+                    continue
+                break
+            if deadline is None:
+                deadline = loop.time() + s.batch_linger_ms / 1000
+            for tp, records in more.items():
+                got.setdefault(tp, []).extend(records)
+                count += len(records)
+        return got
 
     async def _forward(
         self,

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     session_gap_s: int = Field(default=1_800, ge=1)
 
     batch_max_events: int = Field(default=10_000, ge=1)
-    batch_linger_ms: int = Field(default=100, ge=0)
+    batch_linger_ms: int = Field(default=250, ge=0)
     snapshot_every_batches: int = Field(default=200, ge=1)
     #: Deltas are kept in memory (and replayed on restore) until a snapshot covers them.
     snapshot_delta_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
