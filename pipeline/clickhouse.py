@@ -142,10 +142,6 @@ class Rows:
     experience_partials: list[Row] = field(default_factory=list)
     alerts: list[Row] = field(default_factory=list)
 
-    def extend(self, other: Rows) -> None:
-        for name in _ROW_FIELDS:
-            getattr(self, name).extend(getattr(other, name))
-
     def count(self) -> int:
         return sum(len(getattr(self, name)) for name in _ROW_FIELDS)
 
