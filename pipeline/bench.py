@@ -28,13 +28,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline import clickhouse
 from pipeline.bulk import bulk_group
-from pipeline.clickhouse import Rows, Sink
+from pipeline.clickhouse import Rows
 from pipeline.config import Settings
 from pipeline.embedded import kafka
 from pipeline.errors import XpError
 from pipeline.ingest import file_lines, paced, produce
 from pipeline.progress import Progress
-from pipeline.runner import open_clickhouse
+from pipeline.runner import check_or_exit, open_clickhouse
 from pipeline.simulate import SimulationConfig, encode, simulate
 from pipeline.topics import MAX_MESSAGE_BYTES, ensure_topics
 from pipeline.worker import Worker
@@ -192,7 +192,7 @@ async def _until_accounted(worker: Worker, target: int, progress: Progress) -> f
     first = 0.0
     while worker.accounted < target:
         await asyncio.sleep(0.05)
-        worker.check_health()
+        check_or_exit(worker)
         if not first and worker.accounted:
             first = time.perf_counter()
         progress.update(worker.accounted)
@@ -215,7 +215,7 @@ async def run_bench(
         ceiling = await measure_ceiling(settings, bootstrap, events)
 
         clock = _Clock()
-        worker = Worker(settings, bootstrap, Sink(client))
+        worker = Worker(settings, bootstrap, client)
         worker.stored_listeners.append(clock.on_stored)
         started = time.perf_counter()
         await worker.start()

@@ -25,7 +25,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from pipeline.batches import BatchWriter
+from pipeline.batches import BatchWriter, record_bound
 from pipeline.config import Settings
 from pipeline.embedded import die_with_parent
 from pipeline.topics import MAX_MESSAGE_BYTES
@@ -43,12 +43,26 @@ def partition_for(identity: str, partitions: int) -> int:
     return (murmur2(identity.encode()) & 0x7FFFFFFF) % partitions
 
 
+#: An encoded batch stays below this, so that the producer and the batches topic take
+#: it; the rest of MAX_MESSAGE_BYTES is room for the Kafka record's own framing.
+MAX_BATCH_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
+
+
 @dataclass
 class Batcher:
-    """Routes checked records to internal partitions; pure, so it is unit-tested."""
+    """Routes checked records to internal partitions; pure, so it is unit-tested.
+
+    A partition whose records do not fit one message gets several batches, cut
+    in the order the records came: each source partition's offsets then rise
+    from one batch to the next, as the stateful stage's replay check expects.
+    Without the cut, a few hundred events near `max_event_bytes` in one round
+    made a batch Kafka refuses, and the stage failed on it again after every
+    restart.
+    """
 
     settings: Settings
-    batches: dict[int, BatchWriter] = field(default_factory=dict)
+    max_batch_bytes: int = MAX_BATCH_BYTES
+    batches: dict[int, list[BatchWriter]] = field(default_factory=dict)
 
     def add(self, topic: str, record: ConsumerRecord[Any, Any]) -> None:
         raw: bytes = record.value if record.value is not None else b""
@@ -65,7 +79,7 @@ class Batcher:
                 q = record.partition  # keyed by identity, as producers should: already placed
             else:
                 q = partition_for(identity, self.settings.partitions)
-            self._batch(topic, q).add_event(
+            self._batch(topic, q, record_bound(raw, result.event_id)).add_event(
                 record.partition,
                 record.offset,
                 received_ms,
@@ -74,7 +88,8 @@ class Batcher:
                 raw,
             )
         else:
-            self._batch(topic, record.partition % self.settings.partitions).add_rejected(
+            q = record.partition % self.settings.partitions
+            self._batch(topic, q, record_bound(result.raw, result.detail)).add_rejected(
                 record.partition,
                 record.offset,
                 received_ms,
@@ -84,15 +99,22 @@ class Batcher:
                 result.truncated,
             )
 
-    def _batch(self, topic: str, q: int) -> BatchWriter:
-        batch = self.batches.get(q)
-        if batch is None:
-            batch = self.batches[q] = BatchWriter(topic)
+    def _batch(self, topic: str, q: int, adds: int) -> BatchWriter:
+        """The batch of partition `q` that takes a record of at most `adds` bytes."""
+        writers = self.batches.get(q)
+        if writers is None:
+            writers = self.batches[q] = [BatchWriter(topic)]
+        batch = writers[-1]
+        if (batch.events or batch.rejected) and batch.size_bound + adds > self.max_batch_bytes:
+            batch = BatchWriter(topic)
+            writers.append(batch)
         return batch
 
     def drain(self) -> list[tuple[int, bytes]]:
-        """Encoded batches by internal partition; empties the batcher."""
-        out = [(q, batch.encode()) for q, batch in sorted(self.batches.items())]
+        """Encoded batches by internal partition, in order; empties the batcher."""
+        out = [
+            (q, batch.encode()) for q, writers in sorted(self.batches.items()) for batch in writers
+        ]
         self.batches = {}
         return out
 

@@ -268,6 +268,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from pipeline.soak import report, run_soak
+
+    settings = _settings(args)
+    settings = Settings.model_validate(
+        settings.model_dump()
+        | {
+            "data_dir": settings.data_dir / "soak",
+            "journey_ttl_s": args.ttl or settings.journey_ttl_s,
+        }
+    )
+    result = asyncio.run(
+        run_soak(
+            settings,
+            seconds=args.seconds,
+            rate=args.rate,
+            arrivals_per_hour=args.arrivals,
+            discard_rows=args.discard_rows,
+        )
+    )
+    print(report(result), file=sys.stderr)
+    if args.json:
+        _print_json(result.as_dict())
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     client = clickhouse.connect(settings.clickhouse_url, settings.data_dir)
@@ -399,6 +425,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="last stdout line is a JSON object")
     p.set_defaults(func=cmd_bench)
 
+    p = with_data_dir(
+        sub.add_parser("soak", help="churning customers for a while: is worker memory flat?")
+    )
+    p.add_argument("--seconds", type=float, default=240, help="wall time to run")
+    p.add_argument("--rate", type=float, default=5000, help="events per second")
+    p.add_argument(
+        "--arrivals", type=int, default=3000, help="new customers per hour of event time"
+    )
+    p.add_argument(
+        "--ttl", type=int, default=7200, help="XP_JOURNEY_TTL_S for the run (0: the setting)"
+    )
+    p.add_argument(
+        "--discard-rows",
+        action="store_true",
+        help="store nothing: the worker's memory without the embedded ClickHouse's",
+    )
+    p.add_argument("--json", action="store_true", help="last stdout line is a JSON object")
+    p.set_defaults(func=cmd_soak)
+
     p = with_data_dir(sub.add_parser("migrate", help="apply ClickHouse migrations"))
     p.set_defaults(func=cmd_migrate)
 
@@ -418,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = args.log_level or Settings().log_level
     if (
-        args.command in {"process", "demo", "sql", "report", "serve", "loadtest", "bench"}
+        args.command in {"process", "demo", "sql", "report", "serve", "loadtest", "bench", "soak"}
         and args.log_level is None
     ):
         level = "WARNING"

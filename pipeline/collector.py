@@ -304,10 +304,53 @@ def split_events(body: bytes, content_type: str) -> list[bytes]:
     if isinstance(document, dict):
         return [body]
     if isinstance(document, list):
-        return [orjson.dumps(item) for item in document]
+        return [serialised(item) for item in document]
     raise RequestError(
         400, "not_events", "the body must be an event object or an array of event objects"
     )
+
+
+def serialised(value: Any) -> bytes:
+    """`orjson.dumps(value)` for any document `orjson.loads` returns, however deep.
+
+    orjson parses 1,024 levels but serialises only 254: an array element or a
+    webhook field nested deeper would fail the request with a 500. Such an
+    event is serialised here instead, byte for byte as orjson would, so that it
+    goes to Kafka like any other and the contract check gives it its reason
+    (properties nested past 64 levels are `invalid_field`).
+    """
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        pass
+    out: list[bytes] = []
+    # Iterative, as the nesting is deeper than Python's recursion limit: items are either
+    # bytes to write as they are or values to serialise (parsed JSON holds no bytes).
+    todo: list[Any] = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, bytes):
+            out.append(item)
+        elif isinstance(item, dict):
+            # Pushed last member first: `{"a":` 1 `,"b":` 2 `}` comes off in order.
+            todo.append(b"}")
+            members = list(item.items())
+            for n in range(len(members) - 1, -1, -1):
+                key, child = members[n]
+                todo.append(child)
+                todo.append((b"," if n else b"{") + orjson.dumps(key) + b":")
+            if not members:
+                todo.append(b"{")
+        elif isinstance(item, list):
+            todo.append(b"]")
+            for n in range(len(item) - 1, -1, -1):
+                todo.append(item[n])
+                todo.append(b"," if n else b"[")
+            if not item:
+                todo.append(b"[")
+        else:
+            out.append(orjson.dumps(item))
+    return b"".join(out)
 
 
 def _claimed_source(raw: bytes) -> object:
@@ -533,7 +576,7 @@ class Collector:
             if isinstance(event, Ignored):
                 ignored.append({"index": index, "reason": event.reason})
             else:
-                items.append((index, orjson.dumps(event)))
+                items.append((index, serialised(event)))
         return await self._ingest(source, key_id, items, len(payloads), {"ignored": ignored})
 
     async def _healthz(self, request: web.Request) -> web.Response:

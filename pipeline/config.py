@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: 30 days: a customer back after a month of silence starts a new journey.
+DEFAULT_JOURNEY_TTL_S = 30 * 86_400
 
 
 class Settings(BaseSettings):
@@ -31,6 +34,9 @@ class Settings(BaseSettings):
     max_clock_skew_s: int = Field(default=300, ge=0)
     allowed_lateness_s: int = Field(default=3_600, ge=0)
     session_gap_s: int = Field(default=1_800, ge=1)
+    #: An identity inactive for longer (in event time) starts a new journey, and its state is
+    #: dropped: what bounds a worker's memory (docs/semantics.md §4, "Expiry").
+    journey_ttl_s: int = Field(default=DEFAULT_JOURNEY_TTL_S, ge=1)
 
     batch_max_events: int = Field(default=10_000, ge=1)
     batch_linger_ms: int = Field(default=250, ge=0)
@@ -40,6 +46,12 @@ class Settings(BaseSettings):
     #: How long the broker may hold a fetch: the floor of every hop's latency.
     fetch_max_wait_ms: int = Field(default=50, ge=1)
     bulk_processes: int = Field(default=1, ge=1)
+    #: Batches applied while earlier ones are still being stored (pipeline/worker.py).
+    batches_in_flight: int = Field(default=2, ge=1)
+    #: A worker that applied nothing for this long while batches wait exits (pipeline/worker.py).
+    watchdog_s: float = Field(default=180.0, gt=0)
+    #: While this file exists ClickHouse writes fail: outage drills (pipeline/faults.py).
+    sink_fault_file: Path | None = None
 
     # The HTTP collector (`xp collect`, `xp serve`); docs/collector.md explains each limit.
     collector_keys: SecretStr | None = None
@@ -62,3 +74,13 @@ class Settings(BaseSettings):
     alert_false_alarm_rate: float = Field(default=0.001, gt=0, lt=1)
 
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _ttl_outlives_lateness(self) -> Settings:
+        """Any event still accepted is then newer than the expiry cutoff, never born expired."""
+        if self.journey_ttl_s < self.allowed_lateness_s + 60:
+            raise ValueError(
+                f"journey_ttl_s ({self.journey_ttl_s}) must be at least "
+                f"allowed_lateness_s + 60 ({self.allowed_lateness_s + 60})"
+            )
+        return self

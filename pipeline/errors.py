@@ -13,3 +13,7 @@ class BrokerStartError(XpError):
 
 class ConfigurationError(XpError):
     """A setting or argument makes the requested run impossible."""
+
+
+class WorkerStuck(XpError):
+    """The watchdog found the worker stuck: it cannot stop cleanly, so xp exits at once."""

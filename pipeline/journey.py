@@ -57,6 +57,10 @@ class Journey:
     #: ticket_id -> [opened_at_ms, first_response_seen]
     tickets: dict[str, list[int]] = field(default_factory=dict)
 
+    def expired(self, cutoff_ms: int) -> bool:
+        """Inactive since before `cutoff_ms`: the identity's next event starts a new journey."""
+        return self.last_ms is not None and self.last_ms < cutoff_ms
+
     def to_list(self) -> list[Any]:
         return [
             self.highest,
@@ -159,20 +163,35 @@ def first_crash_of_session(journey: Journey) -> bool:
     return True
 
 
-def ticket_opened(journey: Journey, ticket_id: str, occurred_ms: int) -> None:
-    """A ticket opened twice keeps its first opening: times run from there."""
-    journey.tickets.setdefault(ticket_id, [occurred_ms, 0])
-
-
-def first_response_ms(journey: Journey, ticket_id: str, occurred_ms: int) -> int | None:
-    """Milliseconds from opening to the first human reply, once per ticket."""
+def _live_ticket(journey: Journey, ticket_id: str, cutoff_ms: int) -> list[int] | None:
+    """The ticket unless it was never opened or opened before `cutoff_ms` (forgotten)."""
     ticket = journey.tickets.get(ticket_id)
+    return None if ticket is None or ticket[0] < cutoff_ms else ticket
+
+
+def ticket_opened(journey: Journey, ticket_id: str, occurred_ms: int, cutoff_ms: int) -> bool:
+    """A ticket opened twice keeps its first opening: times run from there.
+
+    An opening from before `cutoff_ms` is forgotten, so this one counts anew.
+    True when this opening is the one kept (its expiry must be scheduled).
+    """
+    if _live_ticket(journey, ticket_id, cutoff_ms) is not None:
+        return False
+    journey.tickets[ticket_id] = [occurred_ms, 0]
+    return True
+
+
+def first_response_ms(
+    journey: Journey, ticket_id: str, occurred_ms: int, cutoff_ms: int
+) -> int | None:
+    """Milliseconds from opening to the first human reply, once per live ticket."""
+    ticket = _live_ticket(journey, ticket_id, cutoff_ms)
     if ticket is None or ticket[1]:
         return None
     ticket[1] = 1
     return occurred_ms - ticket[0]
 
 
-def resolution_ms(journey: Journey, ticket_id: str, occurred_ms: int) -> int | None:
-    ticket = journey.tickets.get(ticket_id)
+def resolution_ms(journey: Journey, ticket_id: str, occurred_ms: int, cutoff_ms: int) -> int | None:
+    ticket = _live_ticket(journey, ticket_id, cutoff_ms)
     return None if ticket is None else occurred_ms - ticket[0]

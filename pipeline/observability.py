@@ -18,11 +18,23 @@ EVENTS_REPLAYED = Counter(
     "xp_events_replayed_total", "Redelivered events that changed nothing (already applied)"
 )
 SINK_ERRORS = Counter("xp_sink_errors_total", "Failed ClickHouse writes (retried)")
+SINK_FAILING = Gauge(
+    "xp_sink_failing", "1 while ClickHouse writes fail and the worker retries with backoff"
+)
 SINK_SECONDS = Histogram("xp_sink_write_seconds", "ClickHouse write latency per batch")
 SINK_ROWS = Histogram(
     "xp_sink_batch_rows",
     "Rows per ClickHouse write",
     buckets=(10, 100, 500, 1_000, 2_000, 5_000, 10_000, 50_000),
+)
+
+# The worker's watchdog (pipeline/worker.py): work waiting, and how long since any was done.
+BATCHES_WAITING = Gauge(
+    "xp_agent_batches_waiting", "Batches on this worker's partitions not applied yet"
+)
+PROGRESS_AGE = Gauge(
+    "xp_agent_progress_age_seconds",
+    "Seconds since this worker last applied a batch while batches wait (0 when idle)",
 )
 
 

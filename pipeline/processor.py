@@ -6,10 +6,16 @@ The worker writes the delta to the changelog as a single message, so after a
 crash the restored state holds a batch entirely or not at all, and remembers
 the source offsets it applied: a replayed event changes nothing (exactly-once
 results over at-least-once delivery).
+
+The state is bounded: seen event ids and windows go when the watermark closes
+their window, journeys, tickets and identity links when they are older than
+`journey_ttl_s` in event time (docs/semantics.md §4, "Expiry").
 """
 
 from __future__ import annotations
 
+import base64
+import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +37,19 @@ from pipeline.batches import (
     read_batch,
 )
 from pipeline.clickhouse import Rows
-from pipeline.windows import VITAL_GOOD, Aggregate, Watermark, WindowKey, X, window_start
+from pipeline.config import DEFAULT_JOURNEY_TTL_S
+from pipeline.windows import (
+    VITAL_GOOD,
+    WINDOW_S,
+    Aggregate,
+    Watermark,
+    WindowKey,
+    X,
+    window_start,
+)
+
+#: The expiry cutoff before any event: nothing is older.
+_NEVER = -(2**63)
 
 
 @dataclass(slots=True)
@@ -46,24 +64,54 @@ class Outcome:
     rejected: int = 0
     skipped: int = 0
 
+    @property
+    def changed(self) -> bool:
+        """False for a replayed batch whose every event was applied before: it has no delta."""
+        return bool(self.accepted or self.duplicates or self.rejected)
+
 
 @dataclass
 class PartitionState:
-    """Everything one internal partition remembers, restorable from snapshot + deltas."""
+    """Everything one internal partition remembers, restorable from snapshot + deltas.
+
+    A journey, ticket or link older than the expiry cutoff (the watermark minus
+    `journey_ttl_s`) counts as absent from that moment on, and is dropped at the
+    end of the batch. The cutoff only grows, so results do not depend on where
+    batches split, and the drops travel in the delta, so a restored state is the
+    same as the one that wrote it.
+    """
 
     partition: int
     lateness_s: int
     session_gap_s: int
+    journey_ttl_s: int = DEFAULT_JOURNEY_TTL_S
     applied: dict[int, int] = field(default_factory=dict)
     watermark: Watermark = field(init=False)
     journeys: dict[str, jr.Journey] = field(default_factory=dict)
     windows: dict[WindowKey, Aggregate] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
     seen_by_window: dict[int, list[str]] = field(default_factory=dict)
-    linked: set[str] = field(default_factory=set)
+    #: Anonymous id -> event time of the link last recorded for it on this partition.
+    linked: dict[str, int] = field(default_factory=dict)
+    # When each journey, ticket and link may expire, as min-heaps, so that the end of a
+    # batch looks only at what is due. A journey has one entry, at or before its last
+    # activity; when it is due but was active since, it gets a new one. Derived from the
+    # state, so restoring rebuilds them (`_scheduled`) instead of storing them.
+    _journeys_due: list[tuple[int, str]] = field(default_factory=list, repr=False)
+    _tickets_due: list[tuple[int, str, str]] = field(default_factory=list, repr=False)
+    _links_due: list[tuple[int, str]] = field(default_factory=list, repr=False)
+    _scheduled: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
+        if self.journey_ttl_s < self.lateness_s + WINDOW_S:
+            # An accepted event could then be older than the cutoff: expired on arrival.
+            raise ValueError("journey_ttl_s must be at least lateness_s + 60")
         self.watermark = Watermark(self.lateness_s)
+
+    def cutoff_ms(self) -> int:
+        """Journeys inactive, tickets opened and links recorded before this are forgotten."""
+        wm = self.watermark.max_ms
+        return _NEVER if wm is None else wm - self.journey_ttl_s * 1000
 
     def apply(self, value: bytes, version: int) -> Outcome:
         """Apply an encoded batch; `version` (its own offset) orders the partial rows."""
@@ -75,8 +123,12 @@ class PartitionState:
         touched_journeys: set[str] = set()
         touched_windows: dict[WindowKey, list[str]] = {}
         new_seen: dict[int, list[str]] = {}
-        new_links: list[str] = []
+        new_links: dict[str, int] = {}
         gap_ms = self.session_gap_s * 1000
+        ttl_ms = self.journey_ttl_s * 1000
+        cutoff = self.cutoff_ms()
+        if not self._scheduled:
+            self._schedule()
 
         for rec, raw in batch.rejected:
             if rec[R_OFFSET] <= start.get(rec[R_PARTITION], -1):
@@ -104,7 +156,9 @@ class PartitionState:
             event_id: str = ev[E_ID]
             occurred: int = ev[E_OCCURRED]
             received: int = ev[E_RECEIVED]
-            if event_id in self.seen:
+            # Remembered until the window closes, even within this batch (docs/semantics.md §3).
+            seen_in = self.seen.get(event_id)
+            if seen_in is not None and not self.watermark.closed(seen_in):
                 out.duplicates += 1
                 rows.duplicates.append((received, event_id, topic, sp, offset))
                 continue
@@ -124,6 +178,7 @@ class PartitionState:
                 continue
             out.accepted += 1
             self.watermark.advance(occurred)
+            cutoff = max(cutoff, occurred - ttl_ms)
             self.seen[event_id] = window
             new_seen.setdefault(window, []).append(event_id)
 
@@ -131,12 +186,21 @@ class PartitionState:
             doc = orjson.loads(raw)
             customer, anonymous = doc.get("customer_id"), doc.get("anonymous_id")
             identity: str = customer if customer is not None else anonymous
-            if customer is not None and anonymous is not None and anonymous not in self.linked:
-                self.linked.add(anonymous)
-                new_links.append(anonymous)
-                rows.identity_links.append((anonymous, customer, occurred))
+            if customer is not None and anonymous is not None:
+                # A link recorded again after it expired is harmless: xp.identity_links keeps
+                # the earliest one.
+                linked_at = self.linked.get(anonymous)
+                if linked_at is None or linked_at < cutoff:
+                    self.linked[anonymous] = new_links[anonymous] = occurred
+                    heapq.heappush(self._links_due, (occurred, anonymous))
+                    rows.identity_links.append((anonymous, customer, occurred))
             journey = self.journeys.get(identity)
             if journey is None:
+                journey = self.journeys[identity] = jr.Journey()
+                heapq.heappush(self._journeys_due, (occurred, identity))
+            elif journey.expired(cutoff):
+                # A new journey, as if never seen; the old one's schedule entry comes due
+                # early and is renewed then.
                 journey = self.journeys[identity] = jr.Journey()
             touched_journeys.add(identity)
             etype: str = doc["type"]
@@ -173,7 +237,12 @@ class PartitionState:
             x = agg.experience
             if step.session_start:
                 x[X["sessions"]] += 1
-            _count_experience(x, journey, etype, props, occurred)
+            if etype == "ticket_opened":
+                ticket_id: str = props["ticket_id"]
+                if jr.ticket_opened(journey, ticket_id, occurred, cutoff):
+                    heapq.heappush(self._tickets_due, (occurred, identity, ticket_id))
+            else:
+                _count_experience(x, journey, etype, props, occurred, cutoff)
 
             rows.events.append(
                 (
@@ -245,7 +314,9 @@ class PartitionState:
                 "offset": offset,
                 "received_at_ms": received,
                 "truncated": truncated,
+                # Readable, and exact: raw payloads need not be UTF-8.
                 "raw": raw.decode("utf-8", "replace"),
+                "raw_base64": base64.b64encode(raw).decode("ascii"),
             }
         )
         out.dead_letters.append((f"{topic}:{sp}:{offset}".encode(), letter))
@@ -255,37 +326,111 @@ class PartitionState:
         journeys: set[str],
         windows: dict[WindowKey, list[str]],
         new_seen: dict[int, list[str]],
-        new_links: list[str],
+        new_links: dict[str, int],
     ) -> dict[str, Any]:
-        """Drop windows the watermark closed and describe the batch's change as one delta."""
+        """Drop what the watermark closed or expired; describe the batch's change as one delta."""
         closed = [key for key in self.windows if self.watermark.closed(key[0])]
         for key in closed:
             del self.windows[key]
             windows.pop(key, None)
+        open_seen: dict[int, list[str]] = {}
         for window, ids in new_seen.items():
-            self.seen_by_window.setdefault(window, []).extend(ids)
+            if self.watermark.closed(window):
+                self._forget_seen(window, ids)
+            else:
+                open_seen[window] = ids
+                self.seen_by_window.setdefault(window, []).extend(ids)
         dropped_seen = [w for w in self.seen_by_window if self.watermark.closed(w)]
         for window in dropped_seen:
-            for event_id in self.seen_by_window.pop(window):
-                self.seen.pop(event_id, None)
+            self._forget_seen(window, self.seen_by_window.pop(window))
+        evicted, trimmed, unlinked = self._expire()
+        journeys = (journeys | trimmed).difference(evicted)
         return {
             "a": self.applied,
             "w": self.watermark.max_ms,
             "j": {identity: self.journeys[identity].to_list() for identity in journeys},
+            "jd": evicted,
             "g": [[*key, self.windows[key].to_list(added)] for key, added in windows.items()],
             "gd": [list(key) for key in closed],
-            "s": [[w, ids] for w, ids in new_seen.items()],
+            # An id seen again after its window closed is in one open window at most.
+            "s": [[w, ids] for w, ids in open_seen.items()],
             "sd": dropped_seen,
-            "l": new_links,
+            "l": [[anon, at] for anon, at in new_links.items() if anon in self.linked],
+            "ld": unlinked,
         }
+
+    def _forget_seen(self, window: int, ids: list[str]) -> None:
+        """Forget ids seen in `window`, unless one was accepted again in a later window."""
+        for event_id in ids:
+            if self.seen.get(event_id) == window:
+                del self.seen[event_id]
+
+    def _expire(self) -> tuple[list[str], set[str], list[str]]:
+        """Drop the journeys, tickets and links past the cutoff.
+
+        Returns the evicted identities, the identities that lost tickets but stay,
+        and the forgotten anonymous ids.
+        """
+        cutoff = self.cutoff_ms()
+        evicted: list[str] = []
+        due = self._journeys_due
+        while due and due[0][0] < cutoff:
+            _, identity = heapq.heappop(due)
+            journey = self.journeys.get(identity)
+            if journey is None:
+                continue
+            last = journey.last_ms
+            if last is not None and last >= cutoff:
+                heapq.heappush(due, (last, identity))
+            else:
+                del self.journeys[identity]
+                evicted.append(identity)
+        trimmed: set[str] = set()
+        tickets = self._tickets_due
+        while tickets and tickets[0][0] < cutoff:
+            _, identity, ticket_id = heapq.heappop(tickets)
+            journey = self.journeys.get(identity)
+            ticket = None if journey is None else journey.tickets.get(ticket_id)
+            if journey is not None and ticket is not None and ticket[0] < cutoff:
+                del journey.tickets[ticket_id]
+                trimmed.add(identity)
+        unlinked: list[str] = []
+        links = self._links_due
+        while links and links[0][0] < cutoff:
+            _, anonymous = heapq.heappop(links)
+            linked_at = self.linked.get(anonymous)
+            if linked_at is not None and linked_at < cutoff:
+                del self.linked[anonymous]
+                unlinked.append(anonymous)
+        return evicted, trimmed, unlinked
+
+    def _schedule(self) -> None:
+        """Rebuild the expiry heaps from the state, once after restoring it."""
+        self._journeys_due = [
+            (j.last_ms, identity) for identity, j in self.journeys.items() if j.last_ms is not None
+        ]
+        self._tickets_due = [
+            (ticket[0], identity, ticket_id)
+            for identity, j in self.journeys.items()
+            for ticket_id, ticket in j.tickets.items()
+        ]
+        self._links_due = [(at, anonymous) for anonymous, at in self.linked.items()]
+        heapq.heapify(self._journeys_due)
+        heapq.heapify(self._tickets_due)
+        heapq.heapify(self._links_due)
+        self._scheduled = True
 
     def apply_delta(self, delta: dict[str, Any]) -> None:
         """Replay a stored delta while restoring (the inverse of `_close_windows`)."""
+        self._scheduled = False
         self.applied = {int(k): v for k, v in delta["a"].items()}
         if delta["w"] is not None:
             self.watermark.advance(delta["w"])
         for identity, data in delta["j"].items():
             self.journeys[identity] = jr.Journey.from_list(data)
+        # Snapshot chunks carry no drops, and deltas written before expiry existed neither.
+        for identity in delta.get("jd", ()):
+            self.journeys.pop(identity, None)
         for window, channel, stage, data in delta["g"]:
             agg = self.windows.get((window, channel, stage))
             if agg is None:
@@ -298,9 +443,13 @@ class PartitionState:
             for event_id in ids:
                 self.seen[event_id] = window
         for window in delta["sd"]:
-            for event_id in self.seen_by_window.pop(window, []):
-                self.seen.pop(event_id, None)
-        self.linked.update(delta["l"])
+            self._forget_seen(window, self.seen_by_window.pop(window, []))
+        for link in delta["l"]:
+            # Deltas written before links expired list bare ids: dated by that delta's watermark.
+            anonymous, at = (link, delta["w"]) if isinstance(link, str) else link
+            self.linked[anonymous] = at
+        for anonymous in delta.get("ld", ()):
+            self.linked.pop(anonymous, None)
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state as one delta: restoring it alone rebuilds this state."""
@@ -308,16 +457,23 @@ class PartitionState:
             "a": self.applied,
             "w": self.watermark.max_ms,
             "j": {identity: j.to_list() for identity, j in self.journeys.items()},
+            "jd": [],
             "g": [[*key, agg.to_list(sorted(agg.customers))] for key, agg in self.windows.items()],
             "gd": [],
             "s": list(self.seen_by_window.items()),
             "sd": [],
-            "l": sorted(self.linked),
+            "l": [[anonymous, at] for anonymous, at in sorted(self.linked.items())],
+            "ld": [],
         }
 
 
 def _count_experience(
-    x: list[int], journey: jr.Journey, etype: str, props: dict[str, Any], occurred: int
+    x: list[int],
+    journey: jr.Journey,
+    etype: str,
+    props: dict[str, Any],
+    occurred: int,
+    cutoff: int,
 ) -> None:
     """Experience counters of one event; numerators and denominators only."""
     if etype == "csat_submitted":
@@ -336,16 +492,14 @@ def _count_experience(
     elif etype == "crash":
         x[X["crashes"]] += 1
         x[X["crash_sessions"]] += jr.first_crash_of_session(journey)
-    elif etype == "ticket_opened":
-        jr.ticket_opened(journey, props["ticket_id"], occurred)
     elif etype == "agent_reply":
         if props.get("is_bot") is not True:
-            ms = jr.first_response_ms(journey, props["ticket_id"], occurred)
+            ms = jr.first_response_ms(journey, props["ticket_id"], occurred, cutoff)
             if ms is not None:
                 x[X["first_responses"]] += 1
                 x[X["first_response_ms_sum"]] += ms
     elif etype == "ticket_resolved":
-        ms = jr.resolution_ms(journey, props["ticket_id"], occurred)
+        ms = jr.resolution_ms(journey, props["ticket_id"], occurred, cutoff)
         if ms is not None:
             x[X["resolutions"]] += 1
             x[X["resolution_ms_sum"]] += ms

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.errors import XpError
 from pipeline.ingest import key_and_received, producer
-from pipeline.validate import Rejected, check
+from pipeline.validate import MAX_PROPERTIES_DEPTH, Rejected, check
 
 log = logging.getLogger("xp.producer")
 
@@ -94,6 +94,21 @@ def build_event(
     }
     event.update((name, value) for name, value in optional.items() if value is not None)
     return event
+
+
+def _serialised(event: dict[str, Any]) -> bytes:
+    """The event as JSON, or `InvalidEventError` when it cannot become JSON at all."""
+    try:
+        return orjson.dumps(event)
+    except orjson.JSONEncodeError as exc:  # a TypeError, whatever the cause
+        if str(exc) == "Recursion limit reached":
+            detail = (
+                "the event nests deeper than JSON serialisation allows (254 levels) or "
+                f"contains itself; properties may nest {MAX_PROPERTIES_DEPTH} levels"
+            )
+        else:
+            detail = f"the event cannot be serialised as JSON: {exc}"
+        raise InvalidEventError("invalid_field", detail) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +185,7 @@ class Producer:
         if event_source is None:
             raise InvalidEventError("missing_field", "no source: pass source= here or to Producer")
         event = build_event(type_, source=event_source, **fields)
-        raw = orjson.dumps(event)
+        raw = _serialised(event)
         now_ms = int(time.time() * 1000)
         result = check(raw, now_ms)
         if isinstance(result, Rejected):

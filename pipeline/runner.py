@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -17,10 +18,9 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline import clickhouse
 from pipeline.alerting import Alerting
-from pipeline.clickhouse import Sink
 from pipeline.config import Settings
 from pipeline.embedded import kafka
-from pipeline.errors import XpError
+from pipeline.errors import WorkerStuck, XpError
 from pipeline.health import ConsumerHealth
 from pipeline.ingest import produce
 from pipeline.progress import Progress
@@ -32,6 +32,9 @@ log = logging.getLogger("xp.runner")
 #: How a run puts its lines on the touchpoints topic (Kafka directly unless given);
 #: yields the running count of lines handed over.
 Feed = Callable[[Settings, str, Iterable[bytes] | AsyncIterator[bytes]], AsyncIterator[int]]
+
+#: The exit status of a worker the watchdog found stuck.
+STUCK_EXIT_CODE = 3
 
 #: How long the pipeline may make no progress at all before a run gives up.
 STALL_TIMEOUT_S = 120.0
@@ -84,7 +87,7 @@ async def run_through(
             # offsets and state that exactness rests on: start a fresh dataset.
             clickhouse.reset(client)
         await ensure_topics(bootstrap, settings)
-        worker = Worker(settings, bootstrap, Sink(client))
+        worker = Worker(settings, bootstrap, client)
         alerts = Alerting(settings, client, worker)
         ConsumerHealth(settings, bootstrap, worker)
         await worker.start()
@@ -127,7 +130,7 @@ async def _produce_and_wait(
     try:
         while True:
             await asyncio.sleep(0.25)
-            worker.check_health()
+            check_or_exit(worker)
             done = worker.accounted
             progress.update(done, f"sent {sent:,}  rejected {worker.counts['rejected']:,}")
             if feeder.done():
@@ -148,6 +151,22 @@ async def _produce_and_wait(
     return sent
 
 
+def check_or_exit(worker: Worker) -> None:
+    """Raise when part of the worker died; exit the process at once when it is stuck.
+
+    A stuck worker cannot stop cleanly: its hung write holds the shutdown (and
+    the interpreter's exit) forever. Exiting now is as safe as a crash, which
+    the changelog and committed offsets are built for; child processes die
+    with this one (PDEATHSIG).
+    """
+    try:
+        worker.check_health()
+    except WorkerStuck as exc:
+        log.critical("%s", exc)
+        logging.shutdown()
+        os._exit(STUCK_EXIT_CODE)
+
+
 async def run_worker(settings: Settings, *, until_idle: bool) -> Worker:
     """The long-running worker; with `until_idle` it stops once everything is applied."""
     client = open_clickhouse(settings)
@@ -155,7 +174,7 @@ async def run_worker(settings: Settings, *, until_idle: bool) -> Worker:
         if settings.kafka_bootstrap is None:
             log.warning("embedded broker at %s (set XP_KAFKA_BOOTSTRAP for real Kafka)", bootstrap)
         await ensure_topics(bootstrap, settings)
-        worker = Worker(settings, bootstrap, Sink(client))
+        worker = Worker(settings, bootstrap, client)
         alerts = Alerting(settings, client, worker)
         ConsumerHealth(settings, bootstrap, worker)
         await worker.start()
@@ -163,7 +182,7 @@ async def run_worker(settings: Settings, *, until_idle: bool) -> Worker:
             idle_checks = 0
             while True:
                 await asyncio.sleep(0.5)
-                worker.check_health()
+                check_or_exit(worker)
                 if until_idle:
                     idle_checks = idle_checks + 1 if await worker.idle() else 0
                     if idle_checks >= 3:

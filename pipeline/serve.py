@@ -39,7 +39,7 @@ from pipeline.collector import SOURCES, ApiKeys, Collector, until_stopped
 from pipeline.config import Settings
 from pipeline.embedded import kafka
 from pipeline.errors import ConfigurationError, XpError
-from pipeline.runner import open_clickhouse
+from pipeline.runner import check_or_exit, open_clickhouse
 from pipeline.topics import ensure_topics
 from pipeline.worker import Worker
 
@@ -281,7 +281,7 @@ async def serve(settings: Settings, host: str, port: int) -> dict[str, int]:
                 log.warning("embedded broker: starting a fresh dataset in %s", settings.data_dir)
                 clickhouse.reset(client)
             await ensure_topics(bootstrap, settings)
-            worker = Worker(settings, bootstrap, clickhouse.Sink(client))
+            worker = Worker(settings, bootstrap, client)
             await worker.start()
             try:
                 collector = Collector(settings, bootstrap, keys)
@@ -317,7 +317,7 @@ async def _until_stopped_or_failed(worker: Worker) -> None:
     stopped = asyncio.ensure_future(until_stopped())
     try:
         while not stopped.done():
-            worker.check_health()
+            check_or_exit(worker)
             await asyncio.wait([stopped], timeout=_HEALTH_EVERY_S)
     finally:
         if not stopped.done():

@@ -9,6 +9,7 @@ an independent implementation assigns the same reason to the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,9 +35,18 @@ by the stateful stage."""
 
 DEFAULT_MAX_EVENT_BYTES = 65_536
 DEFAULT_MAX_CLOCK_SKEW_MS = 300_000
+MAX_PROPERTIES_DEPTH = 64
+"""How deep objects and arrays may nest in `properties`, the properties object being level 1.
+
+The stateful stage serialises properties again to store them, and orjson refuses
+to serialise more than 254 levels, while it parses up to 1,024: without this
+limit one accepted event would stop its partition for good. 64 leaves room for
+any real payload and for every JSON library downstream."""
 
 _REQUIRED = ("event_id", "source", "type", "occurred_at")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# ClickHouse's DateTime (window starts, alert periods) is a UInt32 of seconds.
+_DATETIME_END_MS = 2**32 * 1000
 _DETAIL_CHARS = 300
 _TIMESTAMP = TypeAdapter(Timestamp)
 _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
@@ -112,6 +122,24 @@ def _invalid(error: ValidationError) -> str:
     return _short(f"{where}: {first['msg']}" if where else first["msg"])
 
 
+def _too_deep(raw: bytes, properties: dict[str, Any]) -> bool:
+    # Every level is an opening bracket somewhere in the message, and the
+    # envelope is one more: counting them (in C) settles ordinary events
+    # without walking their properties.
+    if raw.count(b"{") + raw.count(b"[") <= MAX_PROPERTIES_DEPTH + 1:
+        return False
+    # Iterative: the nesting this guards against is deeper than Python's recursion limit.
+    stack: list[tuple[Iterable[Any], int]] = [(properties.values(), 1)]
+    while stack:
+        children, depth = stack.pop()
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                if depth == MAX_PROPERTIES_DEPTH:
+                    return True
+                stack.append((child.values() if type(child) is dict else child, depth + 1))
+    return False
+
+
 def timestamp_ms(value: object) -> int | None:
     """Epoch ms of an RFC 3339 timestamp read exactly as `check` reads event times.
 
@@ -179,6 +207,14 @@ def check(
         valid = model.__pydantic_validator__.validate_python(event)
     except ValidationError as exc:
         return Rejected("invalid_field", _invalid(exc), raw, False)
+    properties = event.get("properties")
+    if properties is not None and _too_deep(raw, properties):
+        return Rejected(
+            "invalid_field",
+            f"properties nest deeper than {MAX_PROPERTIES_DEPTH} levels",
+            raw,
+            False,
+        )
 
     occurred_at_ms = _epoch_ms(valid.occurred_at)
     if valid.sent_at is not None:
@@ -196,9 +232,14 @@ def check(
             raw,
             False,
         )
+    if occurred_at_ms >= _DATETIME_END_MS:
+        # Reached only when received_at itself is that late (a forged record
+        # timestamp or backfill line): the minute rows could never be stored.
+        return Rejected(
+            "invalid_field", f"event time {occurred_at_ms} ms is after 2106-02-07", raw, False
+        )
 
     context = event.get("context")
-    properties = event.get("properties")
     return Accepted(
         event_id=valid.event_id,
         source=source,

@@ -14,21 +14,24 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from clickhouse_connect.driver.client import Client
 from faust.transport.drivers import aiokafka as aiokafka_driver
-from faust.types import TP
+from faust.types import TP, EventT
 
 from pipeline import observability as obs
 from pipeline.bulk import BulkProcesses, bulk_group
 from pipeline.clickhouse import Rows, Sink
 from pipeline.config import Settings
-from pipeline.errors import XpError
+from pipeline.errors import WorkerStuck, XpError
+from pipeline.faults import FaultSwitch
 from pipeline.processor import Outcome, PartitionState
 from pipeline.topics import MAX_MESSAGE_BYTES
 
@@ -39,6 +42,7 @@ _DUMP = orjson.OPT_NON_STR_KEYS
 CHUNK_ITEMS = 5_000
 _SINK_BACKOFF_MAX_S = 30.0
 _REWIND_RETRY_S = 2.0
+_WATCH_EVERY_S = 1.0
 
 
 def _key(partition: int, *parts: object) -> bytes:
@@ -57,7 +61,7 @@ def snapshot_chunks(snapshot: dict[str, Any]) -> Iterator[dict[str, Any]]:
     Applying the chunks in order rebuilds the state, because every chunk carries
     the offsets and watermark and the rest is keyed data that only adds up.
     """
-    base = {"a": snapshot["a"], "w": snapshot["w"], "gd": [], "sd": []}
+    base = {"a": snapshot["a"], "w": snapshot["w"], "gd": [], "sd": [], "jd": [], "ld": []}
     journeys = list(snapshot["j"].items())
     lists = {"g": snapshot["g"], "s": snapshot["s"], "l": snapshot["l"]}
     sizes = [len(journeys)] + [len(v) for v in lists.values()]
@@ -93,13 +97,26 @@ def _shorten_fetch_wait(wait_ms: int) -> None:
     thread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
+@dataclass(slots=True)
+class _Applied:
+    """A batch applied to its partition's state, waiting for its rows to be stored."""
+
+    event: EventT[bytes]
+    partition: int
+    offset: int
+    state: PartitionState
+    outcome: Outcome
+    snapshot: list[bytes] | None
+    stored: asyncio.Future[None]
+
+
 class Worker:
     """Bulk stage plus the Faust app, sharing one event loop and one ClickHouse sink."""
 
-    def __init__(self, settings: Settings, bootstrap: str, sink: Sink) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, client: Client) -> None:
         self.settings = settings
         self._bootstrap = bootstrap
-        self.sink = sink
+        self.sink = Sink(client, FaultSwitch(settings.sink_fault_file))
         self.bulk = BulkProcesses(settings, bootstrap)
         self.counts: Counter[str] = Counter()
         self.processed: dict[int, int] = {}
@@ -116,6 +133,13 @@ class Worker:
         self._rewound: dict[int, tuple[int, float]] = {}
         self._delta_bytes: Counter[int] = Counter()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xp-sink")
+        #: Why the worker must exit: the agent crashed, or (`_stuck`) the watchdog found it stuck.
+        self._failure: str | None = None
+        self._stuck = False
+        self._sink_failing = False
+        self._failing_since = 0.0
+        #: When this worker last applied a batch, or last had nothing to apply.
+        self._progress_at = time.monotonic()
         _shorten_fetch_wait(settings.fetch_max_wait_ms)
         self.app = faust.App(
             settings.app_id,
@@ -149,6 +173,8 @@ class Worker:
         )
         self.app.agent(self.batches, name="xp-process")(self._agent)
         self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+        self.app.timer(_WATCH_EVERY_S, name="xp-watchdog")(self._watch)
         #: When the first batch arrived (perf_counter): processing time excludes the group join.
         self.first_batch_at = 0.0
         #: Called with every flush's rows once ClickHouse has them (the benchmark's clock).
@@ -168,7 +194,14 @@ class Worker:
         self.bulk.start()
 
     async def stop(self) -> None:
-        """Stop taking input, store what was applied, then leave the group."""
+        """Stop taking input, store what was applied, then leave the group.
+
+        Not when stuck: the stuck write would hold this up forever, so the
+        caller exits the process instead (the changelog and committed offsets
+        make that as safe as a crash).
+        """
+        if self._stuck:
+            return
         await asyncio.get_running_loop().run_in_executor(None, self.bulk.stop)
         await self.app.stop()
         await self._group_view.stop()
@@ -198,9 +231,60 @@ class Worker:
 
     def check_health(self) -> None:
         """Raise when a part of the worker died, so the process exits instead of hanging."""
-        failure = self.bulk.failure()
+        if self._stuck:
+            raise WorkerStuck(self._failure)
+        failure = self.bulk.failure() or self._failure
         if failure is not None:
             raise XpError(failure)
+
+    async def _watch(self) -> None:
+        """The watchdog: exit when batches wait on this worker and none was applied for long.
+
+        A stuck agent (a write that never returns, a crashed or wedged
+        coroutine) otherwise holds its partitions forever while the lag grows;
+        exiting hands them to the rest of the group, or to a restart by the
+        orchestrator. A sink that fails and retries is not stuck: it says so
+        on /metrics and in the log, and a restart would not help it.
+        """
+        try:
+            waiting = await self._batches_waiting()
+        except Exception as exc:
+            log.warning("watchdog sample failed: %s", exc)
+            return
+        now = time.monotonic()
+        if not waiting or self._sink_failing:
+            self._progress_at = now
+        age = now - self._progress_at
+        obs.BATCHES_WAITING.set(sum(waiting.values()))
+        obs.PROGRESS_AGE.set(age)
+        if age > self.settings.watchdog_s and self._failure is None:
+            partitions = ", ".join(f"{p} ({n} waiting)" for p, n in sorted(waiting.items()))
+            self._failure = (
+                f"watchdog: no batch applied for {age:.0f}s (XP_WATCHDOG_S="
+                f"{self.settings.watchdog_s:g}) while batches wait on partitions {partitions}; "
+                "exiting so that the partitions can be taken over or the worker restarted"
+            )
+            self._stuck = True
+
+    async def _batches_waiting(self) -> dict[int, int]:
+        """Per partition assigned here, the batches on Kafka not applied yet."""
+        topic = self.settings.batches_topic
+        tps = [
+            TopicPartition(topic, tp.partition)
+            for tp in self.app.consumer.assignment()
+            if tp.topic == topic
+        ]
+        if not tps:
+            return {}
+        ends = await self._group_view.end_offsets(tps)
+        waiting = {}
+        for tp in tps:
+            applied = self._next.get(tp.partition)
+            if applied is None:
+                applied = await self._group_view.committed(tp) or 0
+            if ends[tp] > applied:
+                waiting[tp.partition] = ends[tp] - applied
+        return waiting
 
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """A revoked partition's state is checked against the changelog if it comes back.
@@ -214,13 +298,39 @@ class Worker:
             tp.partition for tp in revoked if tp.topic == self.settings.batches_topic
         )
 
-    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
-        """Apply a batch, store its rows, then its delta, and only then ack it.
+    def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Time spent joining the group is not time stuck: the watchdog counts from here."""
+        self._progress_at = time.monotonic()
 
-        One batch at a time, acked by hand: Faust commits a batch's offset only
-        once its rows are in ClickHouse and its delta is in the changelog.
+    async def _agent(self, stream: faust.StreamT[bytes]) -> None:
+        """Apply batches while earlier ones are stored; commit each in order once stored.
+
+        Acked by hand: Faust commits a batch's offset only once its rows are in
+        ClickHouse and its delta is in the changelog. Applying is Python and
+        storing is mostly chDB, which releases the GIL, so the two overlap; at
+        most `XP_BATCHES_IN_FLIGHT` applied batches wait for their rows.
         """
         manual = cast(faust.Stream[bytes], stream).noack()
+        pending: asyncio.Queue[_Applied] = asyncio.Queue(self.settings.batches_in_flight)
+        committer = asyncio.ensure_future(self._guarded(self._commit_in_order(manual, pending)))
+        try:
+            await self._guarded(self._apply_stream(manual, pending))
+        finally:
+            committer.cancel()
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception as exc:
+            # Faust would log this and carry on without the agent: the worker
+            # would hold its partitions and do nothing. Exit instead.
+            self._failure = f"the batch agent crashed: {exc!r}"
+            log.exception("the batch agent crashed")
+            raise
+
+    async def _apply_stream(
+        self, manual: faust.StreamT[bytes], pending: asyncio.Queue[_Applied]
+    ) -> None:
         async for event in manual.events():
             if not self.first_batch_at:
                 self.first_batch_at = time.perf_counter()
@@ -228,16 +338,41 @@ class Worker:
             if not await self._in_order(partition, offset):
                 continue
             if partition in self._check:
+                # Checked against the changelog once every applied batch wrote its delta.
+                await pending.join()
                 self._check.discard(partition)
                 await self._verify(partition)
             state = self.states.get(partition) or await self._restore(partition)
             outcome = state.apply(event.value, offset)
-            await self._store(outcome.rows)
-            for listener in self.stored_listeners:
-                listener(outcome.rows)
-            self._commit_state(partition, offset, state, outcome)
-            await manual.ack(event)
             self._next[partition] = offset + 1
+            await pending.put(
+                _Applied(
+                    event,
+                    partition,
+                    offset,
+                    state,
+                    outcome,
+                    # Taken now: by the time the rows are stored the state has moved on.
+                    self._due_snapshot(partition, state, outcome) if outcome.changed else None,
+                    asyncio.ensure_future(self._store(outcome.rows)),
+                )
+            )
+
+    async def _commit_in_order(
+        self, manual: faust.StreamT[bytes], pending: asyncio.Queue[_Applied]
+    ) -> None:
+        """Once a batch's rows are stored: its delta, snapshot and ack, in apply order."""
+        while True:
+            applied = await pending.get()
+            try:
+                await applied.stored
+                for listener in self.stored_listeners:
+                    listener(applied.outcome.rows)
+                self._commit_state(applied)
+                await manual.ack(applied.event)
+                self._progress_at = time.monotonic()
+            finally:
+                pending.task_done()
 
     async def _in_order(self, partition: int, offset: int) -> bool:
         """Whether this batch is the next one of its partition; if batches went missing, refetch.
@@ -269,15 +404,19 @@ class Worker:
             await self.app.consumer.seek(TP(self.settings.batches_topic, partition), expected)
         return False
 
-    def _commit_state(
-        self, partition: int, offset: int, state: PartitionState, outcome: Outcome
-    ) -> None:
+    def _commit_state(self, applied: _Applied) -> None:
         """After the rows are stored: dead letters, the delta, maybe a snapshot."""
+        partition, offset, state, outcome = (
+            applied.partition,
+            applied.offset,
+            applied.state,
+            applied.outcome,
+        )
         if self.states.get(partition) is not state:
             return  # replaced while its rows were stored: the new state replays this batch
         self._count(outcome)
         self.processed[partition] = offset + 1
-        if not (outcome.accepted or outcome.duplicates or outcome.rejected):
+        if not outcome.changed:
             # A replayed batch whose delta is stored already: writing its empty
             # delta again, under the same key, would erase what that batch did.
             return
@@ -287,9 +426,8 @@ class Worker:
         self._put(partition, delta_key, outcome.delta)
         self._written[partition] = offset
         self._deltas.setdefault(partition, []).append(delta_key)
-        snapshot = self._due_snapshot(partition, state, outcome)
-        if snapshot is not None:
-            self._write_snapshot(partition, snapshot, offset)
+        if applied.snapshot is not None:
+            self._write_snapshot(partition, applied.snapshot, offset)
 
     async def _read_changelog(self, partition: int) -> dict[bytes, bytes]:
         """The live keys of one changelog partition, read from its start to its end."""
@@ -352,10 +490,21 @@ class Worker:
                 await loop.run_in_executor(self._executor, self.sink.write, rows)
             except Exception as exc:
                 obs.SINK_ERRORS.inc()
+                obs.SINK_FAILING.set(1)
+                if not self._sink_failing:
+                    self._failing_since = time.monotonic()
+                self._sink_failing = True
                 log.warning("ClickHouse write failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _SINK_BACKOFF_MAX_S)
                 continue
+            if self._sink_failing:
+                self._sink_failing = False
+                obs.SINK_FAILING.set(0)
+                log.warning(
+                    "ClickHouse writes work again after %.0fs of failures",
+                    time.monotonic() - self._failing_since,
+                )
             obs.SINK_SECONDS.observe(time.perf_counter() - started)
             obs.SINK_ROWS.observe(rows.count())
             return
@@ -383,7 +532,7 @@ class Worker:
             stored = await self._read_changelog(partition)
         keys = sorted(stored)
         s = self.settings
-        state = PartitionState(partition, s.allowed_lateness_s, s.session_gap_s)
+        state = PartitionState(partition, s.allowed_lateness_s, s.session_gap_s, s.journey_ttl_s)
         metas = [key for key in keys if key.startswith(_key(partition, "m", ""))]
         snap_seq = -1
         current: list[bytes] = []

@@ -17,6 +17,11 @@ that a disagreement between the pipeline and the oracle is a bug, not a reading:
 - `sent_at` and `received_at` are whole milliseconds, so correcting before or after
   truncating `occurred_at` to milliseconds gives the same time;
 - web vital values never equal a "good" threshold.
+
+A person's sessions are 40 to 75 minutes apart, so a journey TTL just over an hour (as in
+tests/unit/test_pure_pipeline.py) makes some journeys start over and some tickets expire
+under active customers. Expiry needs no such care: it follows the partition's watermark in
+processing order, which the pipeline and the oracle see alike.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -114,6 +115,7 @@ EXPERIENCE_COLUMNS = (
 )
 
 SESSION_GAP_MS = 1_800_000
+JOURNEY_TTL_S = 30 * 86_400
 _MINUTE_MS = 60_000
 
 WindowKey = tuple[int, str, str]
@@ -197,6 +199,17 @@ _UUID = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}", re.I
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# ClickHouse's DateTime ends here: an event time from this instant on is `invalid_field`.
+_DATETIME_END_MS = (datetime(2106, 2, 7, 6, 28, 16, tzinfo=UTC) - _EPOCH) // timedelta(
+    milliseconds=1
+)
+MAX_JSON_DEPTH = 1024
+"""Deeper JSON is `invalid_json`; the message itself is level 1."""
+MAX_PROPERTIES_DEPTH = 64
+"""Objects and arrays nested deeper in `properties` (itself level 1) are `invalid_field`."""
+# A string literal (escapes included) or a bracket: brackets outside strings are the nesting.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def epoch_ms(value: object) -> int | None:
@@ -308,12 +321,94 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is beyond a double's range")
+    return value
+
+
+def _int_within_double(text: str) -> int:
+    value = int(text)  # a ValueError beyond 4,300 digits, far beyond a double anyway
+    try:
+        float(value)
+    except OverflowError:
+        raise ValueError(f"{text[:20]}... is beyond a double's range") from None
+    return value
+
+
+def _json_depth(text: str) -> int:
+    """How deep the brackets outside string literals nest: the depth of `text` if it is JSON.
+
+    Counted without parsing so that no input reaches the standard library's recursive
+    parser deeper than MAX_JSON_DEPTH; for text that is not JSON the count may be anything,
+    which does not matter as the parser rejects that text anyway."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0
+    depth = deepest = 0
+    for token in _STRING_OR_BRACKET.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in ("]", "}"):
+            depth -= 1
+    return deepest
+
+
+def _containers(value: Any) -> Iterator[tuple[Any, int]]:
+    """Every object and array in `value` with its level (`value` is level 1), iteratively."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        yield item, level
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
+
+
+def _parse(raw: bytes) -> Any:
+    """RFC 8259 JSON at most MAX_JSON_DEPTH deep, as section 1 defines it; ValueError if not.
+
+    Reading: a lone surrogate may hide in an escape only (UTF-8 cannot encode one), so a
+    surrogate code point in the parsed document is a lone escaped one; an escaped pair is
+    one character."""
+    text = raw.decode("utf-8")
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+    limit = sys.getrecursionlimit()
+    # The C parser counts each level against the recursion limit (1,000 by default).
+    sys.setrecursionlimit(limit + MAX_JSON_DEPTH + 100)
+    try:
+        body = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            parse_int=_int_within_double,
+        )
+    finally:
+        sys.setrecursionlimit(limit)
+    if "\\u" not in text:  # a surrogate can only come from an escape
+        return body
+    if isinstance(body, dict | list):
+        for item, _ in _containers(body):
+            strings = (*item.keys(), *item.values()) if isinstance(item, dict) else item
+            if any(isinstance(s, str) and _SURROGATE.search(s) for s in strings):
+                raise ValueError("lone surrogate")
+    elif isinstance(body, str) and _SURROGATE.search(body):
+        raise ValueError("lone surrogate")
+    return body
+
+
+def _properties_depth_ok(props: dict[str, Any]) -> bool:
+    return all(level <= MAX_PROPERTIES_DEPTH for _, level in _containers(props))
+
+
 def check(raw: bytes, *, max_clock_skew_s: int = 300, max_event_bytes: int = 65536) -> Event:
     """The stateless checks of a message, in the order of the table; raises `Rejected`."""
     if len(raw) > max_event_bytes:
         raise Rejected("too_large")
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        body = _parse(raw)
     except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise Rejected("invalid_json") from None
     if not isinstance(body, dict):
@@ -354,6 +449,7 @@ def check(raw: bytes, *, max_clock_skew_s: int = 300, max_event_bytes: int = 655
         and (session is None or isinstance(session, str))
         and isinstance(props, dict)
         and _properties_ok(type_, props)
+        and _properties_depth_ok(props)
         and isinstance(context, dict)
         and all(isinstance(v, str) for v in context.values())
     )
@@ -368,6 +464,8 @@ def check(raw: bytes, *, max_clock_skew_s: int = 300, max_event_bytes: int = 655
         raise Rejected("invalid_field")
     if time_ms - received > max_clock_skew_s * 1000:
         raise Rejected("future_timestamp")
+    if time_ms >= _DATETIME_END_MS:
+        raise Rejected("invalid_field")
     return Event(
         event_id=str(uuid.UUID(event_id)),
         source=source,
@@ -418,9 +516,10 @@ class _Window:
 
 
 class _Oracle:
-    def __init__(self, partitions: int, allowed_lateness_s: int) -> None:
+    def __init__(self, partitions: int, allowed_lateness_s: int, journey_ttl_s: int) -> None:
         self.partitions = [_Partition() for _ in range(partitions)]
         self.lateness_ms = allowed_lateness_s * 1000
+        self.ttl_ms = journey_ttl_s * 1000
         self.identities: defaultdict[str, _Identity] = defaultdict(_Identity)
         self.windows: defaultdict[tuple[int, str, str], _Window] = defaultdict(_Window)
         self.out = Expected()
@@ -439,11 +538,18 @@ class _Oracle:
             raise Rejected("too_late")
         part.remembered[event.event_id] = closes_at
         part.watermark = max(part.watermark or event.time_ms, event.time_ms)
-        self.accept(event)
+        self.accept(event, part.watermark - self.ttl_ms)
 
-    def accept(self, event: Event) -> None:
-        """Sections 4 to 6 for one accepted event."""
+    def accept(self, event: Event, cutoff: int) -> None:
+        """Sections 4 to 6 for one accepted event; `cutoff` is the watermark minus the TTL.
+
+        Expiry (section 4): an identity whose latest event time is before the cutoff starts
+        over, as if never seen, and its entries replace the old ones in `stage_entries`.
+        Expired links need nothing here: a link recorded again is later than the first one, and
+        `identity_links` keeps the first."""
         who = self.identities[event.identity]
+        if who.latest_ms is not None and who.latest_ms < cutoff:
+            who = self.identities[event.identity] = _Identity()
         t = event.time_ms
         entered = self._enters(event, who)
         stage = entered or who.current
@@ -453,6 +559,12 @@ class _Oracle:
         if entered is not None:
             self._enter(event, who, entered, window)
         session = self._session(event, who, window.experience)
+        if event.type in ("ticket_opened", "agent_reply", "ticket_resolved"):
+            ticket = event.properties["ticket_id"]
+            if ticket in who.opened and who.opened[ticket] < cutoff:
+                # A ticket opened before the cutoff is forgotten, its first response with it.
+                del who.opened[ticket]
+                who.responded.discard(ticket)
         self._experience(event, who, session, window.experience)
         if event.customer_id is not None and event.anonymous_id is not None:
             self.out.identity_links.setdefault(event.anonymous_id, event.customer_id)
@@ -608,9 +720,10 @@ def expected(
     allowed_lateness_s: int = 3600,
     max_clock_skew_s: int = 300,
     max_event_bytes: int = 65536,
+    journey_ttl_s: int = JOURNEY_TTL_S,
 ) -> Expected:
     """What the pipeline must store after processing the JSONL file at `path`."""
-    oracle = _Oracle(partitions, allowed_lateness_s)
+    oracle = _Oracle(partitions, allowed_lateness_s, journey_ttl_s)
     for raw in lines(path):
         oracle.out.received += 1
         try:

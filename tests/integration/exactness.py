@@ -18,20 +18,28 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.oracle import EXPERIENCE_COLUMNS, STAGE_COLUMNS, Expected
+from tests.oracle import EXPERIENCE_COLUMNS, STAGE_COLUMNS, Expected, expected
 
 XP = Path(sys.executable).parent / "xp"
 LINES = 25_000
 SEED = 20_250_301
 # The settings the oracle assumes, pinned so that a changed default cannot skew the test.
+JOURNEY_TTL_S = 3_700
 SETTINGS = {
     "XP_PARTITIONS": "4",
     "XP_ALLOWED_LATENESS_S": "3600",
     "XP_MAX_CLOCK_SKEW_S": "300",
     "XP_MAX_EVENT_BYTES": "65536",
+    # Short enough that the corpora's hours of event time expire journeys.
+    "XP_JOURNEY_TTL_S": str(JOURNEY_TTL_S),
 }
 SHOW = 5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def oracle(corpus: Path, **settings: int) -> Expected:
+    """The oracle's numbers for `corpus` under the settings pinned in SETTINGS."""
+    return expected(corpus, journey_ttl_s=JOURNEY_TTL_S, **settings)
 
 
 def xp(*args: str, timeout: float) -> str:

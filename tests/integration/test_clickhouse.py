@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import uuid
+from collections.abc import Iterator
+from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from pipeline import clickhouse, windows
 from pipeline.clickhouse import Rows, Sink
@@ -410,6 +414,310 @@ def test_format_table_aligns_columns() -> None:
 def test_sink_refuses_rows_of_the_wrong_width(chdb_client: Client) -> None:
     with pytest.raises(ValueError, match="alerts rows have 2 values"):
         Sink(chdb_client).write(Rows(alerts=[("id", "firing")]))
+
+
+# Strings JSON or a careless encoder could bend: quotes, escapes, NUL and other
+# control characters, line separators, non-BMP characters, look-alike literals.
+HOSTILE = [
+    "",
+    "plain",
+    "quote \" and ' apostrophe",
+    "back\\slash \\u0000 \\n \\",
+    "nul \x00 inside",
+    "controls \x01\x07\x08\x0b\x0c\x1b\x1f\x7f",
+    "newline\nreturn\r\ttab",
+    "unicode é 東京 😀 \u2028\u2029 \ufeff \ufffe \U0010ffff",
+    '{"a": [1, null], "b": "\\"x\\""}',
+    "2024-01-01 00:00:00.123",
+    "1e308",
+    "null",
+]
+# Epoch ms from 1970 to the end of DateTime's range, around every digit count.
+MILLISECONDS = [
+    0,
+    1,
+    5,
+    999,
+    1_000,
+    1_001,
+    59_999,
+    HOUR_MS + 7,
+    1_700_000_000_123,
+    1_795_345_203_150,
+    4_102_444_800_000,
+    4_294_967_295_999,
+]
+SECONDS = [0, 1, 59, HOUR_S, 1_795_345_200, 2**32 - 1]
+# Shortest-repr doubles, the last three of which ClickHouse's default (fast)
+# float parser reads one ulp off.
+FLOATS = [
+    0.0,
+    -0.0,
+    0.1,
+    1 / 3,
+    5e-324,
+    2.2250738585072014e-308,
+    1.7976931348623157e308,
+    -123456.789,
+    60.0,
+    7.654927133881691e-231,
+    2.2790121708605243e274,
+    1.3383932992236106e160,
+]
+RAWS: list[bytes | str] = [
+    b"\xff\xfe{",
+    b"",
+    b"\x00\x80abc\xc3",
+    "[1]",
+    "caf\u00e9",
+    b"\xed\xa0\x80",
+]
+
+
+def hostile_rows(tag: str) -> Rows:
+    """Rows for every storage table using every column type at its edges.
+
+    Channels, stages and the other columns views group by carry the tag too,
+    and partials sit on partitions no pipeline uses, so that nothing another
+    test reads from the shared engine changes.
+    """
+    n = len(HOSTILE)
+
+    def text(i: int) -> str:
+        return HOSTILE[i % n]
+
+    def label(i: int) -> str:
+        return f"{tag}{text(i)}"
+
+    def ms(i: int) -> int:
+        return MILLISECONDS[i % len(MILLISECONDS)]
+
+    def s(i: int) -> int:
+        return SECONDS[i % len(SECONDS)]
+
+    uint64 = [0, 1, 2**63, 2**64 - 1]
+    return Rows(
+        events=[
+            (
+                f"{tag}-{i}{text(i)}",
+                label(i),
+                label(i + 1),
+                ms(i),
+                ms(i + 5),
+                text(i + 2),
+                None if i % 3 == 0 else text(i + 3),
+                None if i % 3 == 1 else text(i + 4),
+                text(i + 5),
+                label(i + 6),
+                text(i + 7),
+                {} if i == 0 else {text(i): text(i + 1), text(i + 2): "", "k": text(i + 3)},
+                tag,
+                [0, 1, 2**32 - 1][i % 3],
+                uint64[i % 4],
+            )
+            for i in range(n)
+        ],
+        rejected=[
+            (ms(i), label(i), text(i + 1), raw, i % 2, tag, i, uint64[i % 4])
+            for i, raw in enumerate(RAWS)
+        ],
+        duplicates=[(ms(i), text(i), tag, i, uint64[i % 4]) for i in range(n)],
+        stage_entries=[
+            (
+                f"{tag}-{i}{text(i)}",
+                label(i + 1),
+                label(i + 2),
+                ms(i),
+                i % 2,
+                None if i == len(FLOATS) else FLOATS[i],
+            )
+            for i in range(len(FLOATS) + 1)
+        ],
+        identity_links=[(f"{tag}-{i}{text(i)}", text(i + 1), ms(i)) for i in range(n)],
+        stage_partials=[
+            (s(i), f"{tag}-{i}{text(i)}", label(i + 1), *uint64, 2**32 - 1 - i, uint64[i % 4])
+            for i in range(n)
+        ],
+        experience_partials=[
+            (
+                s(i),
+                f"{tag}-{i}{text(i)}",
+                label(i + 1),
+                *[
+                    [-(2**63), 2**63 - 1, -1][i % 3] if name.endswith("_ms_sum") else uint64[j % 4]
+                    for j, name in enumerate(windows.EXPERIENCE_COLUMNS)
+                ],
+                2**32 - 1 - i,
+                uint64[i % 4],
+            )
+            for i in range(n)
+        ],
+        alerts=[
+            (
+                f"{tag}-{i}{text(i)}",
+                label(i + 1),
+                ms(i),
+                label(i + 2),
+                label(i + 3),
+                label(i + 4),
+                s(i),
+                s(i + 1),
+                FLOATS[i % len(FLOATS)],
+                FLOATS[(i + 4) % len(FLOATS)],
+                FLOATS[(i + 8) % len(FLOATS)],
+                text(i + 5),
+                label(i + 6),
+                text(i + 7),
+            )
+            for i in range(n)
+        ],
+    )
+
+
+# Where each storage table keeps a test's rows, by the tag its keys start with.
+TAGGED = {
+    "events": "topic = '{tag}'",
+    "rejected": "topic = '{tag}'",
+    "duplicates": "topic = '{tag}'",
+    "stage_entries": "startsWith(identity, '{tag}-')",
+    "identity_links": "startsWith(anonymous_id, '{tag}-')",
+    "stage_partials": "startsWith(channel, '{tag}-')",
+    "experience_partials": "startsWith(channel, '{tag}-')",
+    "alerts": "startsWith(alert_id, '{tag}-')",
+}
+
+
+def exact(value: Any) -> Any:
+    """A value compared byte for byte: text as UTF-8, floats as their bits."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, float):
+        return struct.pack("<d", value)
+    if isinstance(value, dict):
+        return {exact(k): exact(v) for k, v in value.items()}
+    return value
+
+
+def stored(client: Client, field: str, tag: str) -> list[tuple[Any, ...]]:
+    """A table's rows of `tag` as written: timestamps as epoch ints, strings as bytes."""
+    table = clickhouse.STORAGE_TABLES[[f.name for f in fields(Rows)].index(field)]
+    types = client.query(
+        f"SELECT name, type FROM system.columns WHERE database = 'xp' "
+        f"AND table = '{table.removeprefix('xp.')}' ORDER BY position"
+    ).result_rows
+    as_written = {
+        "DateTime64(3, 'UTC')": "toUnixTimestamp64Milli({})",
+        "DateTime('UTC')": "toUnixTimestamp({})",
+    }
+    columns = ", ".join(as_written.get(t, "{}").format(f"`{name}`") for name, t in types)
+    result = client.query(
+        f"SELECT {columns} FROM {table} WHERE {TAGGED[field].format(tag=tag)}",
+        query_formats={"String": "bytes"},
+    )
+    return sorted(tuple(exact(v) for v in row) for row in result.result_rows)
+
+
+@pytest.fixture
+def insert_formats(chdb_client: Client, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The format each table was last inserted in, through the session client."""
+    formats: dict[str, str] = {}
+    raw_insert, insert = chdb_client.raw_insert, chdb_client.insert
+
+    def recording_raw_insert(table: str, *args: Any, **kwargs: Any) -> Any:
+        formats[table] = kwargs["fmt"]
+        return raw_insert(table, *args, **kwargs)
+
+    def recording_insert(*args: Any, **kwargs: Any) -> Any:
+        formats[kwargs["context"].table] = "Native"
+        return insert(*args, **kwargs)
+
+    monkeypatch.setattr(chdb_client, "raw_insert", recording_raw_insert)
+    monkeypatch.setattr(chdb_client, "insert", recording_insert)
+    return formats
+
+
+@pytest.fixture
+def lenient_session(chdb_client: Client) -> Iterator[None]:
+    """The session client parsing input as loosely as a server's profile may.
+
+    chDB defaults to the precise float parser, ClickHouse 24.8 (docker-compose)
+    to the fast one, which reads some shortest-repr doubles one ulp off.
+    """
+    lenient = {"precise_float_parsing": "0", "date_time_input_format": "best_effort"}
+    names = ", ".join(f"'{name}'" for name in lenient)
+    before = chdb_client.query(
+        f"SELECT name, value FROM system.settings WHERE name IN ({names})"
+    ).result_rows
+    for name, value in lenient.items():
+        chdb_client.set_client_setting(name, value)
+    try:
+        yield
+    finally:
+        for name, value in before:
+            chdb_client.set_client_setting(name, value)
+
+
+@pytest.mark.usefixtures("lenient_session")
+def test_every_column_type_round_trips_byte_identical(
+    chdb_client: Client, insert_formats: dict[str, str]
+) -> None:
+    tag = fresh("exact")
+    rows = hostile_rows(tag)
+    Sink(chdb_client).write(rows)
+
+    for name in TAGGED:
+        written = sorted(tuple(exact(v) for v in row) for row in getattr(rows, name))
+        assert stored(chdb_client, name, tag) == written, name
+    # Raw payloads need not be UTF-8: only they stay with clickhouse-connect's Native insert.
+    assert insert_formats == {
+        table: "Native" if table == "xp.rejected_events_store" else "JSONCompactColumns"
+        for table in clickhouse.STORAGE_TABLES
+    }
+
+
+def test_non_finite_floats_are_stored_as_they_are(
+    chdb_client: Client, insert_formats: dict[str, str]
+) -> None:
+    tag = fresh("nan")
+    nan, inf = float("nan"), float("inf")
+    rows = hostile_rows(tag)
+    rows = Rows(
+        stage_entries=[(f"{tag}-{i}", tag, tag, HOUR_MS, 1, v) for i, v in enumerate([nan, -inf])],
+        alerts=[(*rows.alerts[0][:8], nan, inf, -inf, *rows.alerts[0][11:])],
+    )
+    Sink(chdb_client).write(rows)
+
+    for name in ("stage_entries", "alerts"):
+        written = sorted(tuple(exact(v) for v in row) for row in getattr(rows, name))
+        assert stored(chdb_client, name, tag) == written, name
+    # JSON has no NaN or infinity: these batches went in as Native.
+    assert set(insert_formats.values()) == {"Native"}
+
+
+@pytest.mark.parametrize(
+    ("event_id", "error"),
+    [
+        (None, DatabaseError),  # a null becomes no default
+        (12, DatabaseError),  # a number becomes no string
+        (datetime(2024, 1, 1, tzinfo=UTC), TypeError),  # nor does a datetime
+    ],
+)
+def test_the_json_insert_refuses_values_of_the_wrong_type(
+    chdb_client: Client, event_id: Any, error: type[Exception]
+) -> None:
+    topic = fresh("strict")
+    with pytest.raises(error):
+        Sink(chdb_client).write(Rows(duplicates=[(HOUR_MS, event_id, topic, 0, 1)]))
+    assert select(chdb_client, f"SELECT count() FROM xp.duplicates WHERE topic = '{topic}'") == [
+        (0,)
+    ]
+
+
+def test_only_column_types_with_an_exact_json_encoding_are_planned() -> None:
+    types = ["String", "DateTime64(3, 'UTC')", "Nullable(Float64)", "UInt8", "DateTime64(3, 'UTC')"]
+    assert clickhouse._json_positions(types) == ((1, 4), (2,))
+    with pytest.raises(ValueError, match=r"Decimal\(9, 2\), Array\(String\)"):
+        clickhouse._json_positions(["String", "Decimal(9, 2)", "Array(String)", "Decimal(9, 2)"])
 
 
 def test_rows_count_every_relation() -> None:

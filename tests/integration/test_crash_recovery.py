@@ -7,55 +7,26 @@ rests on the state remembering the source offsets it applied and on rows that re
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline.config import Settings
 from pipeline.embedded import broker
-from pipeline.ingest import file_lines, produce
-from pipeline.topics import ensure_topics
 from tests.corpus import make_corpus
-from tests.integration.exactness import SETTINGS, problems_against
-from tests.oracle import expected
+from tests.integration.exactness import SETTINGS, oracle, problems_against
+from tests.integration.workers import XP, batch_progress, produce_corpus
 
 pytestmark = pytest.mark.integration
 
-XP = Path(sys.executable).parent / "xp"
 LINES = 16_000
 KILLS = 3
-
-
-async def _produce(bootstrap: str, corpus: Path) -> int:
-    settings = Settings(kafka_bootstrap=bootstrap)
-    await ensure_topics(bootstrap, settings)
-    sent = 0
-    async for count in produce(bootstrap, settings.touchpoints_topic, file_lines(corpus)):
-        sent = count
-    return sent
-
-
-async def _progress(bootstrap: str) -> tuple[int, int]:
-    """Batches the Faust group has committed, and batches there are so far."""
-    settings = Settings(kafka_bootstrap=bootstrap)
-    view = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=settings.app_id)
-    await view.start()
-    try:
-        tps = [TopicPartition(settings.batches_topic, p) for p in range(settings.partitions)]
-        ends = await view.end_offsets(tps)
-        return sum([await view.committed(tp) or 0 for tp in tps]), sum(ends.values())
-    finally:
-        await view.stop()
 
 
 def _kill_after_progress(
@@ -65,28 +36,29 @@ def _kill_after_progress(
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the worker exited before it was killed"
-        committed, _ = asyncio.run(_progress(bootstrap))
+        committed, _ = batch_progress(bootstrap)
         if committed > since:
             time.sleep(pause)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            committed, end = asyncio.run(_progress(bootstrap))
+            committed, end = batch_progress(bootstrap)
             assert committed < end, "the worker finished before the kill: use a larger corpus"
             return committed
         time.sleep(0.05)
     raise AssertionError("the worker committed nothing in 120 s")
 
 
-def test_sigkilled_worker_restarts_with_every_number_exact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("seed", [4242, pytest.param(9090, marks=pytest.mark.slow)])
+def test_sigkilled_worker_restarts_with_every_number_exact(tmp_path: Path, seed: int) -> None:
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
     corpus = tmp_path / "corpus.jsonl"
-    make_corpus(corpus, lines=LINES, seed=4242, start=start)
-    want = expected(corpus)
+    make_corpus(corpus, lines=LINES, seed=seed, start=start)
+    want = oracle(corpus)
     data_dir = tmp_path / "data"
-    rng = random.Random(4242)
+    rng = random.Random(seed)
 
     with broker(tmp_path / "broker") as bootstrap:
-        assert asyncio.run(_produce(bootstrap, corpus)) == LINES
+        assert produce_corpus(bootstrap, corpus) == LINES
         env = {
             **os.environ,
             **SETTINGS,

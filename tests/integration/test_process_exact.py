@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.corpus import make_corpus
-from tests.integration.exactness import problems_against, xp
-from tests.oracle import expected
+from tests.integration.exactness import oracle, problems_against, xp
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +27,7 @@ def test_process_stores_exactly_what_the_oracle_computes(tmp_path: Path) -> None
     start -= timedelta(minutes=90)
     corpus = tmp_path / "corpus.jsonl"
     info = make_corpus(corpus, lines=LINES, seed=SEED, start=start)
-    want = expected(corpus)
+    want = oracle(corpus)
     data_dir = tmp_path / "data"
 
     summary = json.loads(

@@ -8,15 +8,19 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from pipeline.collector import (
     ApiKeys,
+    Collector,
     Ignored,
+    Message,
     RateLimiter,
     RequestError,
     decode_body,
     parse_keys,
     presented_key,
+    serialised,
     split_events,
     ticket_event,
 )
@@ -140,6 +144,107 @@ def test_an_array_is_split_into_events() -> None:
 def test_ndjson_lines_are_events_even_when_malformed() -> None:
     body = b'{"a": 1}\r\n\n  \n{broken\n{"c": 3}'
     assert split_events(body, "application/x-ndjson") == [b'{"a": 1}', b"{broken", b'{"c": 3}']
+
+
+# orjson parses 1,024 levels but serialises only 254: an array element deeper than that
+# must still become an event, forwarded and checked like any other (docs/collector.md).
+
+PAGE_VIEW = (
+    b'{"event_id":"0f8fad5b-d9cb-469f-a165-70867728950e","source":"web","type":"page_view",'
+    b'"occurred_at":"2026-05-28T20:26:00Z","anonymous_id":"d-1","properties":{"path":"/"'
+)
+
+
+def deep_page_view(depth: int, where: str = "properties") -> bytes:
+    """A page view with `depth` arrays nested in a property, or in an unknown top-level field."""
+    deep = b"[" * depth + b"]" * depth
+    if where == "properties":
+        return PAGE_VIEW + b',"deep":' + deep + b"}}"
+    return PAGE_VIEW + b'},"extra":' + deep + b"}"
+
+
+@pytest.mark.parametrize("depth", [64, 252, 253, 254, 300, 1_021])
+def test_an_array_element_too_deep_for_orjson_is_still_an_event(depth: int) -> None:
+    element = deep_page_view(depth)
+    raws = split_events(b"[" + element + b', {"a": 1}]', "application/json")
+    assert raws[1] == b'{"a":1}'
+    assert raws[0] == element  # serialised again, exactly as orjson writes what it can
+    result = check(raws[0], NOW_MS)
+    assert isinstance(result, Rejected)
+    assert (result.reason, result.detail) == (
+        "invalid_field",
+        "properties nest deeper than 64 levels",
+    )
+
+
+def test_a_deep_element_outside_properties_is_accepted_like_the_worker_would() -> None:
+    element = deep_page_view(1_021, where="extra")
+    (raw,) = split_events(b"[" + element + b"]", "application/json")
+    assert raw == element
+    assert isinstance(check(raw, NOW_MS), Accepted)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {},
+        [],
+        "text",
+        None,
+        {"a": 1, "b": [1, 2.5, {}], "c": {"d": None, "e": 'é\u0000"\u2028', "f": []}},
+        [[], [[1]], {"x": True, "y": False}, -0.0, 1e300, 2**63],
+    ],
+)
+def test_serialised_writes_what_orjson_writes_at_any_depth(document: Any) -> None:
+    assert serialised(document) == orjson.dumps(document)
+    arrays: Any = document
+    objects: Any = document
+    for _ in range(500):
+        arrays, objects = [arrays], {"k": objects, "z": 0}
+    inner = orjson.dumps(document)
+    assert serialised(arrays) == b"[" * 500 + inner + b"]" * 500
+    assert serialised(objects) == b'{"k":' * 500 + inner + b',"z":0}' * 500
+
+
+def test_a_webhook_with_a_field_too_deep_for_orjson_is_rejected_with_its_reason() -> None:
+    payload = webhook("ticket.created")
+    payload["ticket"]["id"] = orjson.loads(b"[" * 500 + b"]" * 500)
+    result = check(serialised(ticket_event(payload)), NOW_MS)
+    assert isinstance(result, Rejected)
+    assert result.reason == "invalid_field"
+
+
+async def test_a_request_with_a_too_deep_element_gets_a_202_listing_its_error() -> None:
+    collector = Collector(Settings(collector_keys="web:k"), "localhost:1", ApiKeys([("web", "k")]))
+    delivered: list[Message] = []
+
+    async def deliver(messages: list[Message], received_ms: int) -> None:
+        delivered.extend(messages)
+
+    collector._deliver = deliver  # type: ignore[method-assign]
+    deep = deep_page_view(300)
+    fine = deep_page_view(1).replace(b"0f8fad5b", b"1f8fad5b")
+    async with TestClient(TestServer(collector.app)) as client:
+        response = await client.post(
+            "/v1/events",
+            data=b"[" + deep + b"," + fine + b"]",
+            headers={"Authorization": "Bearer k", "Content-Type": "application/json"},
+        )
+        answer = await response.json()
+    assert response.status == 202, answer
+    assert answer == {
+        "received": 2,
+        "accepted": 1,
+        "rejected": 1,
+        "errors": [
+            {
+                "index": 0,
+                "reason": "invalid_field",
+                "detail": "properties nest deeper than 64 levels",
+            }
+        ],
+    }
+    assert delivered == [(deep, b"d-1"), (fine, b"d-1")]
 
 
 @pytest.mark.parametrize(

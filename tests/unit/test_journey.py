@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.journey import STAGES, Journey, Step, advance
+from pipeline.journey import (
+    STAGES,
+    Journey,
+    Step,
+    advance,
+    first_response_ms,
+    resolution_ms,
+    ticket_opened,
+)
 
 GAP_MS = 1_800_000
 
@@ -93,3 +101,28 @@ def test_client_session_ids_win_over_sessionizing() -> None:
     c = advance(journey, "c", "tap", 5 * GAP_MS + 1, "s2", {}, GAP_MS)
     assert (a.session_start, b.session_start, c.session_start) == (True, False, True)
     assert c.session_id == "s2"
+
+
+def test_a_journey_expires_once_its_last_activity_is_before_the_cutoff() -> None:
+    journey = Journey()
+    assert not journey.expired(10**15)  # nothing happened yet: nothing to expire
+    advance(journey, "c", "page_view", 1_000, None, {}, GAP_MS)
+    advance(journey, "c", "page_view", 500, None, {}, GAP_MS)  # late: last activity stays
+    assert journey.last_ms == 1_000
+    assert not journey.expired(1_000)
+    assert journey.expired(1_001)
+
+
+def test_a_ticket_opened_before_the_cutoff_is_forgotten() -> None:
+    journey = Journey()
+    assert ticket_opened(journey, "T", 1_000, cutoff_ms=0)
+    assert not ticket_opened(journey, "T", 2_000, cutoff_ms=0)  # the first opening holds
+    assert first_response_ms(journey, "T", 5_000, cutoff_ms=1_000) == 4_000
+    assert first_response_ms(journey, "T", 6_000, cutoff_ms=1_000) is None  # once per ticket
+    # Past the cutoff the ticket is gone for replies and resolutions alike ...
+    assert resolution_ms(journey, "T", 9_000, cutoff_ms=1_001) is None
+    assert first_response_ms(journey, "T", 9_000, cutoff_ms=1_001) is None
+    # ... and opening it again starts it over, first response included.
+    assert ticket_opened(journey, "T", 9_500, cutoff_ms=1_001)
+    assert first_response_ms(journey, "T", 9_700, cutoff_ms=1_001) == 200
+    assert resolution_ms(journey, "T", 10_500, cutoff_ms=1_001) == 1_000

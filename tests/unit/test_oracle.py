@@ -16,7 +16,15 @@ import pytest
 
 from tests import corpus as corpus_module
 from tests.corpus import make_corpus
-from tests.oracle import EXPERIENCE_COLUMNS, TYPES, Expected, Rejected, check, expected
+from tests.oracle import (
+    EXPERIENCE_COLUMNS,
+    JOURNEY_TTL_S,
+    TYPES,
+    Expected,
+    Rejected,
+    check,
+    expected,
+)
 
 T0 = 1_740_830_400_000  # 2025-03-01T12:00:00Z in epoch ms
 T0_S = T0 // 1000
@@ -71,12 +79,17 @@ def ev(
     return body
 
 
-def run(tmp_path: Path, *items: dict[str, Any] | bytes, partitions: int = 4) -> Expected:
+def run(
+    tmp_path: Path,
+    *items: dict[str, Any] | bytes,
+    partitions: int = 4,
+    journey_ttl_s: int = JOURNEY_TTL_S,
+) -> Expected:
     path = tmp_path / "in.jsonl"
     with path.open("wb") as f:
         for item in items:
             f.write((item if isinstance(item, bytes) else json.dumps(item).encode()) + b"\n")
-    return expected(path, partitions=partitions)
+    return expected(path, partitions=partitions, journey_ttl_s=journey_ttl_s)
 
 
 def row(events: int, customers: int, entries: int, conversions: int) -> dict[str, int]:
@@ -247,6 +260,84 @@ def test_links_and_identities(tmp_path: Path) -> None:
     # the link stays with the anonymous id.
     assert out.stage_entries[("c7", "conversion")]["converted"] == 0
     assert out.stage_minute[(T0_S, "web", "awareness")] == row(4, 3, 3, 0)
+
+
+# Section 4, expiry: with a TTL of 3,660 s (the least a lateness of 3,600 s allows).
+
+TTL = 3660
+BUY = {"order_id": "o-1", "revenue": 10, "currency": "EUR"}
+
+
+def test_an_identity_inactive_past_the_ttl_starts_over(tmp_path: Path) -> None:
+    out = run(
+        tmp_path,
+        ev("page_view", 0, customer="c", props=PV),
+        ev("purchase", 10, customer="c", props=BUY),
+        ev("page_view", 3670, anon="other", props=PV),  # c inactive exactly the TTL: kept
+        ev("nps_submitted", 3670, customer="c", props={"score": 5}),
+        ev("page_view", 7400, anon="other", props=PV),  # c inactive 3,730 s: forgotten
+        ev("purchase", 7400.5, customer="c", props=BUY),
+        ev("page_view", 7401, customer="c", props=PV),
+        partitions=1,
+        journey_ttl_s=TTL,
+    )
+    stages = [e["stage"] for e in out.events.values() if e["identity"] == "c"]
+    assert stages == ["awareness", "conversion", "conversion", "conversion", "awareness"]
+    # A first purchase again (conversion, without converting or a time to convert), and an
+    # awareness entry again: the new journey's entries replace the old ones.
+    assert out.stage_entries[("c", "conversion")] == {
+        "channel": "web",
+        "entered_at": T0 + 7_400_500,
+        "converted": 0,
+        "seconds_to_convert": None,
+    }
+    assert out.stage_entries[("c", "awareness")]["entered_at"] == T0 + 7_401_000
+    entries: Counter[str] = Counter()
+    for (_, _, stage), counts in out.stage_minute.items():
+        entries[stage] += counts["entries"]
+    # Twice each for c and for `other`, which was inactive as long by 7,400 s.
+    assert entries == Counter(awareness=4, conversion=2)
+    sessions = {e["session_id"] for e in out.events.values() if e["identity"] == "c"}
+    assert sessions == {f"c#{T0}", f"c#{T0 + 3_670_000}", f"c#{T0 + 7_400_500}"}
+
+
+def test_a_ticket_opened_longer_ago_than_the_ttl_is_forgotten(tmp_path: Path) -> None:
+    def t(type_: str, at: float, ticket: str) -> dict[str, Any]:
+        return ev(type_, at, customer="c", props={"ticket_id": ticket})
+
+    out = run(
+        tmp_path,
+        t("ticket_opened", 0, "T1"),
+        t("ticket_opened", 1, "T2"),
+        ev("page_view", 1800, customer="c", props=PV),  # c stays active
+        ev("page_view", 3600, customer="c", props=PV),
+        t("agent_reply", 3661, "T1"),  # opened 3,661 s ago: forgotten, counts nothing
+        t("agent_reply", 3661, "T2"),  # opened exactly the TTL ago: 3,660 s
+        t("ticket_resolved", 3662, "T1"),  # still forgotten
+        t("ticket_opened", 3663, "T1"),  # opened anew
+        t("agent_reply", 3673, "T1"),
+        t("ticket_resolved", 3683, "T1"),
+        partitions=1,
+        journey_ttl_s=TTL,
+    )
+    assert out.experience_minute[(T0_S + 3660, "support", "service")] == exp_row(
+        first_responses=2,
+        first_response_ms_sum=3_660_000 + 10_000,
+        resolutions=1,
+        resolution_ms_sum=20_000,
+    )
+
+
+def test_an_expired_link_keeps_its_first_record(tmp_path: Path) -> None:
+    out = run(
+        tmp_path,
+        ev("signup", 0, anon="a", customer="c"),
+        ev("page_view", 4000, anon="z", props=PV),
+        ev("page_view", 4001, anon="a", customer="c", props=PV),  # recorded again, later
+        partitions=1,
+        journey_ttl_s=TTL,
+    )
+    assert (out.identity_links, out.linked_at) == ({"a": "c"}, {"a": T0})
 
 
 # Section 5: sessions.
@@ -571,6 +662,114 @@ def test_event_size_limit_is_inclusive(tmp_path: Path) -> None:
     out = run(tmp_path, fits, over)
     assert out.stored == 1
     assert out.rejected == Counter({(over[:65_536], "too_large"): 1})
+
+
+# Limits of section 1 at their edges, written out by hand: nesting, the end of ClickHouse's
+# DateTime and what RFC 8259 excludes. The pipeline's own check must give each line the same
+# reason, so a limit changed on one side only shows up here and not just in a slow run.
+
+RECEIVED = ts(1)
+END = "2106-02-07T06:28:16.000Z"  # 2**32 s after the epoch, where DateTime ends
+
+
+def nested(depth: int, objects: bool = False) -> str:
+    """`depth` nested arrays, or objects {"d": ...} around a null."""
+    if objects:
+        return '{"d":' * depth + "null" + "}" * depth
+    return "[" * depth + "]" * depth
+
+
+def line(*, splice: str | None = None, received: str = RECEIVED, **fields: Any) -> bytes:
+    """A valid page view received at `received`, `fields` replacing its keys; the JSON text
+    `splice` replaces the string "@" wherever a field holds it."""
+    body = {**ev("page_view", 0, anon="r", props=PV), **fields, "received_at": received}
+    raw = json.dumps(body)
+    if splice is not None:
+        assert raw.count('"@"') == 1
+        raw = raw.replace('"@"', splice)
+    return raw.encode()
+
+
+def prop(splice: str, key: str = "deep") -> bytes:
+    """A line whose property `key` is the JSON text `splice`."""
+    return line(properties={**PV, key: "@"}, splice=splice)
+
+
+def late(occurred: str, received: str = END, **fields: Any) -> Any:
+    """A line with these times, and the parameters of the two tests for it."""
+    return line(occurred_at=occurred, received=received, **fields), received
+
+
+EDGE_LINES = [
+    # Properties are level 1, a property in them level 2.
+    pytest.param(prop(nested(63)), RECEIVED, None, id="properties 64 deep"),
+    pytest.param(prop(nested(64)), RECEIVED, "invalid_field", id="properties 65 deep"),
+    pytest.param(prop(nested(63, True)), RECEIVED, None, id="properties 64 deep, objects"),
+    pytest.param(prop(nested(64, True)), RECEIVED, "invalid_field", id="properties 65, objects"),
+    pytest.param(prop("[1," + nested(62) + "]"), RECEIVED, None, id="64 through an array"),
+    pytest.param(prop("[1," + nested(63) + "]"), RECEIVED, "invalid_field", id="65 in array"),
+    pytest.param(prop(nested(254)), RECEIVED, "invalid_field", id="properties 255 deep"),
+    pytest.param(prop(nested(1022)), RECEIVED, "invalid_field", id="1,024 in properties"),
+    pytest.param(prop(nested(1023)), RECEIVED, "invalid_json", id="1,025 in properties"),
+    pytest.param(line(extra="@", splice=nested(200)), RECEIVED, None, id="deep elsewhere"),
+    pytest.param(
+        line(properties={"path": "[" * 1100 + '\\"' + "{" * 1100}),
+        RECEIVED,
+        None,
+        id="brackets in strings do not nest",
+    ),
+    pytest.param(nested(1024).encode(), RECEIVED, "not_an_object", id="1,024 arrays"),
+    pytest.param(nested(1025).encode(), RECEIVED, "invalid_json", id="1,025 arrays"),
+    pytest.param(nested(1024, True).encode(), RECEIVED, "missing_field", id="1,024 objects"),
+    pytest.param(nested(1025, True).encode(), RECEIVED, "invalid_json", id="1,025 objects"),
+    pytest.param(nested(30_000).encode(), RECEIVED, "invalid_json", id="30,000 arrays"),
+    pytest.param(nested(10_000, True).encode(), RECEIVED, "invalid_json", id="10,000 objects"),
+    # DateTime ends at END; only a received_at that late lets such a time through.
+    pytest.param(*late("2106-02-07T06:28:15.999Z"), None, id="last DateTime millisecond"),
+    pytest.param(*late(END), "invalid_field", id="end of DateTime"),
+    pytest.param(*late("2106-02-07T06:33:16.001Z"), "future_timestamp", id="future comes first"),
+    pytest.param(
+        *late("2106-02-07T06:28:00Z", sent_at="2106-02-07T06:27:00Z"),
+        "invalid_field",
+        id="after DateTime by sent_at",
+    ),
+    pytest.param(
+        *late("2150-01-01T00:00:00Z", "2150-01-01T00:00:01Z"),
+        "invalid_field",
+        id="received after DateTime",
+    ),
+    pytest.param(*late(END, session_id=7), "invalid_field", id="bad field after DateTime"),
+    # What RFC 8259 and section 1 exclude from JSON.
+    pytest.param(b"\xef\xbb\xbf" + line(), RECEIVED, "invalid_json", id="byte order mark"),
+    pytest.param(prop("1e400"), RECEIVED, "invalid_json", id="1e400"),
+    pytest.param(prop("-1e999"), RECEIVED, "invalid_json", id="-1e999"),
+    pytest.param(prop("9" * 400), RECEIVED, "invalid_json", id="integer beyond a double"),
+    pytest.param(prop(str(2**64)), RECEIVED, None, id="integer beyond 64 bits"),
+    pytest.param(prop('"\\ud800"'), RECEIVED, "invalid_json", id="lone surrogate"),
+    pytest.param(
+        line(extra={"@": 1}, splice='"\\udfff"'), RECEIVED, "invalid_json", id="lone in a key"
+    ),
+    pytest.param(prop('"\\ud83d\\ude00"'), RECEIVED, None, id="surrogate pair"),
+]
+
+
+@pytest.mark.parametrize(("raw", "received", "reason"), EDGE_LINES)
+def test_limits_of_section_one(raw: bytes, received: str, reason: str | None) -> None:
+    assert len(raw) <= 65_536
+    assert _reason(raw) == reason
+
+
+@pytest.mark.parametrize(("raw", "received", "reason"), EDGE_LINES)
+def test_the_pipeline_gives_the_edge_lines_the_same_reasons(
+    raw: bytes, received: str, reason: str | None
+) -> None:
+    # Imported here: the oracle and its pins stay independent of the pipeline.
+    from pipeline import validate
+
+    received_ms = validate.timestamp_ms(received)
+    assert received_ms is not None
+    result = validate.check(raw, received_ms)
+    assert (result.reason if isinstance(result, validate.Rejected) else None) == reason
 
 
 # The corpus: it must inject what it reports, and nothing whose outcome depends on partitioning.

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from unittest.mock import Mock
 
 import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
 
-from pipeline.producer import build_event
+from pipeline.producer import InvalidEventError, Producer, build_event
 from pipeline.validate import Accepted, Rejected, check
 
 NOW = datetime(2026, 5, 28, 20, 26, 40, tzinfo=UTC)
@@ -52,3 +56,46 @@ def test_a_naive_time_or_a_missing_property_breaks_the_contract() -> None:
         result = check(orjson.dumps(event), NOW_MS)
         assert isinstance(result, Rejected)
         assert result.reason == "invalid_field"
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def unstarted_producer() -> Producer:
+    """A producer whose Kafka client must never be used: every event here is refused first."""
+    xp = Producer("localhost:1", source="web")
+    xp._kafka = Mock(spec=AIOKafkaProducer)
+    return xp
+
+
+def circular() -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    value["self"] = value
+    return value
+
+
+@pytest.mark.parametrize(
+    ("properties", "detail"),
+    [
+        # orjson serialises 254 levels: the event is 1, properties 2, `deep` 3 and more.
+        ({"deep": nested(252)}, "properties nest deeper than 64 levels"),
+        ({"deep": nested(253)}, "nests deeper than JSON serialisation allows"),
+        ({"deep": nested(1_000)}, "properties may nest 64 levels"),
+        ({"loop": circular()}, "or contains itself"),
+        ({"tags": {"a", "b"}}, "cannot be serialised as JSON: Type is not JSON serializable: set"),
+        ({"n": 2**64}, "cannot be serialised as JSON: Integer exceeds 64-bit range"),
+    ],
+)
+async def test_an_event_that_cannot_be_json_is_an_invalid_event(
+    properties: dict[str, Any], detail: str
+) -> None:
+    xp = unstarted_producer()
+    with pytest.raises(InvalidEventError) as caught:
+        await xp.send("page_view", anonymous_id="d-1", path="/", **properties)
+    assert caught.value.reason == "invalid_field"
+    assert detail in caught.value.detail
+    assert not xp._batch and not xp._kafka.method_calls  # type: ignore[union-attr]
