@@ -222,7 +222,11 @@ class BulkStage:
 
 def _process_main(settings_json: str, bootstrap: str) -> None:
     """A bulk-stage process: stops on SIGTERM, dies with its parent, leaves Ctrl-C to it."""
-    die_with_parent()
+    # SIGKILL, not the SIGTERM that stops it gracefully: with the parent gone
+    # (and an embedded broker with it) a graceful stop was seen to wait for
+    # the broker forever. Nothing is lost: Kafka redelivers what it had not
+    # committed.
+    die_with_parent(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settings = Settings(**orjson.loads(settings_json))
     logging.basicConfig(

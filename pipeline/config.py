@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     #: dropped: what bounds a worker's memory (docs/semantics.md §4, "Expiry").
     journey_ttl_s: int = Field(default=DEFAULT_JOURNEY_TTL_S, ge=1)
 
-    batch_max_events: int = Field(default=10_000, ge=1)
+    batch_max_events: int = Field(default=20_000, ge=1)
     batch_linger_ms: int = Field(default=250, ge=0)
     snapshot_every_batches: int = Field(default=200, ge=1)
     #: Deltas are kept in memory (and replayed on restore) until a snapshot covers them.
@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(default=50, ge=1)
     bulk_processes: int = Field(default=1, ge=1)
     #: Batches applied while earlier ones are still being stored (pipeline/worker.py).
-    batches_in_flight: int = Field(default=2, ge=1)
+    batches_in_flight: int = Field(default=3, ge=1)
     #: A worker that applied nothing for this long while batches wait exits (pipeline/worker.py).
     watchdog_s: float = Field(default=180.0, gt=0)
     #: While this file exists ClickHouse writes fail: outage drills (pipeline/faults.py).

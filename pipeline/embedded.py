@@ -35,10 +35,10 @@ def free_port() -> int:
         return port
 
 
-def die_with_parent() -> None:
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
     """Runs in a child process: it must not outlive a SIGKILLed xp."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, signum)
 
 
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
