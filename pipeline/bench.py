@@ -33,6 +33,7 @@ from pipeline.config import Settings
 from pipeline.embedded import kafka
 from pipeline.errors import XpError
 from pipeline.ingest import file_lines, paced, produce
+from pipeline.offsets import log_end_offsets
 from pipeline.progress import Progress
 from pipeline.runner import check_or_exit, open_clickhouse
 from pipeline.simulate import SimulationConfig, encode, simulate
@@ -346,8 +347,7 @@ async def _ends(bootstrap: str, tps: list[TopicPartition], app_id: str) -> int:
     view = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=app_id, enable_auto_commit=False)
     await view.start()
     try:
-        ends = await view.end_offsets(tps)
-        return sum(ends.values())
+        return sum((await log_end_offsets(view, tps)).values())
     finally:
         await view.stop()
 

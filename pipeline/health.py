@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline import observability as obs
 from pipeline.bulk import bulk_group
 from pipeline.config import Settings
+from pipeline.offsets import LogEnds
 
 if TYPE_CHECKING:
     from pipeline.worker import Worker
@@ -38,6 +39,8 @@ class ConsumerHealth:
         }
         self.partitions = settings.partitions
         self._views: dict[str, AIOKafkaConsumer] = {}
+        self._ends = LogEnds(bootstrap, settings.fetch_max_wait_ms)
+        self._ends_started = False
         #: (group, topic, partition) -> (committed offset, wall time it last moved)
         self._moved: dict[tuple[str, str, int], tuple[int, float]] = {}
         worker.app.timer(SAMPLE_S, name="xp-consumer-health")(self.sample)
@@ -52,6 +55,9 @@ class ConsumerHealth:
             log.warning("consumer health sample failed: %s", exc)
 
     async def _sample(self, group: str, topic: str) -> None:
+        if not self._ends_started:
+            await self._ends.start()
+            self._ends_started = True
         view = self._views.get(group)
         if view is None:
             view = AIOKafkaConsumer(
@@ -60,7 +66,8 @@ class ConsumerHealth:
             await view.start()
             self._views[group] = view
         tps = [TopicPartition(topic, p) for p in range(self.partitions)]
-        ends = await view.end_offsets(tps)
+        # Not the listed ends: the embedded broker lists them short (pipeline/offsets.py).
+        ends = await self._ends.of(tps)
         now = time.monotonic()
         for tp in tps:
             committed = await view.committed(tp) or 0
@@ -77,3 +84,6 @@ class ConsumerHealth:
         for view in self._views.values():
             await view.stop()
         self._views.clear()
+        if self._ends_started:
+            await self._ends.stop()
+            self._ends_started = False

@@ -32,6 +32,7 @@ from pipeline.clickhouse import Rows, Sink
 from pipeline.config import Settings
 from pipeline.errors import WorkerStuck, XpError
 from pipeline.faults import FaultSwitch
+from pipeline.offsets import LogEnds
 from pipeline.processor import Outcome, PartitionState
 from pipeline.topics import MAX_MESSAGE_BYTES
 
@@ -175,6 +176,7 @@ class Worker:
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.timer(_WATCH_EVERY_S, name="xp-watchdog")(self._watch)
+        self.app.timer(_REWIND_RETRY_S, name="xp-rewind")(self._rewind_again)
         #: When the first batch arrived (perf_counter): processing time excludes the group join.
         self.first_batch_at = 0.0
         #: Called with every flush's rows once ClickHouse has them (the benchmark's clock).
@@ -186,10 +188,13 @@ class Worker:
         self._bulk_view = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=bulk_group(settings), enable_auto_commit=False
         )
+        # Not `end_offsets`: the embedded broker lists ends short of the log (pipeline/offsets.py).
+        self._ends = LogEnds(bootstrap, settings.fetch_max_wait_ms)
 
     async def start(self) -> None:
         await self._group_view.start()
         await self._bulk_view.start()
+        await self._ends.start()
         await self.app.start()
         self.bulk.start()
 
@@ -206,6 +211,7 @@ class Worker:
         await self.app.stop()
         await self._group_view.stop()
         await self._bulk_view.stop()
+        await self._ends.stop()
         self._executor.shutdown(wait=True)
 
     @property
@@ -219,7 +225,7 @@ class Worker:
         s = self.settings
         touch = [TopicPartition(s.touchpoints_topic, p) for p in range(s.partitions)]
         batch = [TopicPartition(s.batches_topic, p) for p in range(s.partitions)]
-        ends = await consumer.end_offsets(touch + batch)
+        ends = await self._ends.of(touch + batch)
         for tp in touch:
             if ends[tp] and (await consumer.committed(tp) or 0) < ends[tp]:
                 return False
@@ -276,7 +282,7 @@ class Worker:
         ]
         if not tps:
             return {}
-        ends = await self._group_view.end_offsets(tps)
+        ends = await self._ends.of(tps)
         waiting = {}
         for tp in tps:
             applied = self._next.get(tp.partition)
@@ -336,6 +342,7 @@ class Worker:
                 self.first_batch_at = time.perf_counter()
             partition, offset = event.message.partition, event.message.offset
             if not await self._in_order(partition, offset):
+                self._release(event)
                 continue
             if partition in self._check:
                 # Checked against the changelog once every applied batch wrote its delta.
@@ -380,7 +387,8 @@ class Worker:
         Measured here: after a rebalance Faust sometimes delivers a partition's
         batches from well past the committed offset, having dropped the ones it
         had buffered. A skipped batch is a lost batch, so the consumer is sent
-        back to the first one missing, and later batches wait (unacked) for it.
+        back to the first one missing; later batches are released unacked
+        (`_release`) and come again after it.
         """
         tp = TopicPartition(self.settings.batches_topic, partition)
         expected = self._next.get(partition)
@@ -401,8 +409,55 @@ class Worker:
                 expected,
             )
             self._rewound[partition] = (expected, now)
-            await self.app.consumer.seek(TP(self.settings.batches_topic, partition), expected)
+            await self._seek(partition, expected)
         return False
+
+    async def _seek(self, partition: int, offset: int) -> None:
+        """Fetch a partition again from `offset`, which Faust then delivers as new.
+
+        Faust records the offsets it jumped over as a gap and counts a gap as
+        acked once a later offset is acked: batches fetched again after the
+        jump would be committed as soon as the first two of them are, before
+        they are applied. The gap is forgotten here; the batches fill it.
+        """
+        tp = TP(self.settings.batches_topic, partition)
+        self.app.consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
+        await self.app.consumer.seek(tp, offset)
+
+    def _release(self, event: EventT[bytes]) -> None:
+        """Let Faust stop waiting for a batch skipped by `_in_order`, without acking it.
+
+        Faust waits for every batch it handed over to be acked before it lets
+        a rebalance go on; a skipped batch is not acked until it comes again
+        in order, which cannot happen while the rebalance waits: measured here,
+        the worker then failed every heartbeat with "rebalancing" for good.
+        Marked done without an ack, it is neither waited for nor committed:
+        its offset is committed when it comes again and is applied.
+        """
+        message = event.message
+        message.acked = True
+        self.app.consumer._unacked_messages.discard(message)  # type: ignore[attr-defined]
+
+    async def _rewind_again(self) -> None:
+        """Fetch a missing batch again when it has not come since the last seek.
+
+        `_in_order` seeks when a later batch arrives; Faust can lose that seek
+        (measured here: batches 11 to 25 of a partition never came after the
+        seek back from batch 26, its last), and then no batch arrives to
+        repeat it and the partition stalls for good.
+        """
+        topic = self.settings.batches_topic
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+        now = time.monotonic()
+        for partition, (expected, at) in list(self._rewound.items()):
+            if partition not in assigned or self._next.get(partition, expected) != expected:
+                del self._rewound[partition]  # moved on, or no longer here
+            elif now - at > _REWIND_RETRY_S:
+                log.warning(
+                    "partition %d: batch %d still missing; fetching again", partition, expected
+                )
+                self._rewound[partition] = (expected, now)
+                await self._seek(partition, expected)
 
     def _commit_state(self, applied: _Applied) -> None:
         """After the rows are stored: dead letters, the delta, maybe a snapshot."""

@@ -21,15 +21,19 @@ from pipeline.embedded import broker, free_port
 from pipeline.runner import STUCK_EXIT_CODE
 from tests.corpus import make_corpus
 from tests.integration.exactness import SETTINGS, oracle, problems_against
-from tests.integration.workers import XP, batch_progress, produce_corpus, scrape
+from tests.integration.workers import (
+    XP,
+    batch_progress,
+    finish_with_restarts,
+    produce_corpus,
+    scrape,
+)
 from tests.oracle import Expected
 
 pytestmark = pytest.mark.integration
 
 LINES = 10_000
 WATCHDOG_S = 4
-RESTARTS = 3
-RESTART_WATCHDOG_S = 45
 #: A little over Faust's commit interval (2.8 s).
 COMMIT_EVERY_S = 3.5
 
@@ -46,35 +50,6 @@ def _corpus(tmp_path: Path, seed: int) -> tuple[Path, Expected]:
     corpus = tmp_path / "corpus.jsonl"
     make_corpus(corpus, lines=LINES, seed=seed, start=start)
     return corpus, oracle(corpus)
-
-
-def _without_writes(log: Path) -> str:
-    """A worker's log without the line per write, for a failure message."""
-    return "".join(line for line in log.open() if "xp.sink: wrote" not in line)[-6000:]
-
-
-def _restart_until_done(worker: list[str], env: dict[str, str], tmp_path: Path) -> list[int]:
-    """Restart the worker as an orchestrator would, until it finishes; its exit codes.
-
-    A restarted worker was seen (about one run in three under heavy load) to
-    get batches of only some of its partitions and then wait: the watchdog
-    ends it and the next start finishes. Each log is kept for diagnosis.
-    """
-    codes: list[int] = []
-    for attempt in range(RESTARTS):
-        restart_log = tmp_path / f"restart-{attempt}.log"
-        with restart_log.open("w") as stderr:
-            run = subprocess.run(
-                [*worker, "--until-idle"],
-                env={**env, "XP_WATCHDOG_S": str(RESTART_WATCHDOG_S)},
-                stderr=stderr,
-                timeout=300,
-            )
-        codes.append(run.returncode)
-        if run.returncode != STUCK_EXIT_CODE:
-            assert run.returncode == 0, _without_writes(restart_log)
-            break
-    return codes
 
 
 def _env(bootstrap: str, fault: Path, **extra: str) -> dict[str, str]:
@@ -155,9 +130,9 @@ def test_a_hung_write_trips_the_watchdog_and_a_restart_finishes_exactly(tmp_path
         assert proc.returncode == STUCK_EXIT_CODE, log.read_text()[-3000:]
         assert exited_after < WATCHDOG_S + 30, "the watchdog did not end the stuck worker"
         assert "watchdog: no batch applied" in log.read_text()
-        assert max(ages) >= WATCHDOG_S - 1, ages
+        assert max(ages) >= WATCHDOG_S / 2, ages
         fault.unlink()
-        restarts = _restart_until_done(worker, env, tmp_path)
-    assert restarts[-1] == 0, f"exit codes {restarts}"
+        codes, _ = finish_with_restarts(worker, env, tmp_path)
+    assert codes[-1] == 0, f"exit codes {codes}"
     problems = problems_against(data_dir, want)
     assert not problems, "\n\n".join(problems)
