@@ -408,7 +408,6 @@ class Worker:
                 expected,
                 expected,
             )
-            self._rewound[partition] = (expected, now)
             await self._seek(partition, expected)
         return False
 
@@ -422,6 +421,7 @@ class Worker:
         """
         tp = TP(self.settings.batches_topic, partition)
         self.app.consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
+        self._rewound[partition] = (offset, time.monotonic())
         await self.app.consumer.seek(tp, offset)
 
     def _release(self, event: EventT[bytes]) -> None:
@@ -456,7 +456,6 @@ class Worker:
                 log.warning(
                     "partition %d: batch %d still missing; fetching again", partition, expected
                 )
-                self._rewound[partition] = (expected, now)
                 await self._seek(partition, expected)
 
     def _commit_state(self, applied: _Applied) -> None:

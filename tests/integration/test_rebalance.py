@@ -45,7 +45,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -65,11 +64,10 @@ from pipeline.runner import STUCK_EXIT_CODE
 from pipeline.topics import MAX_MESSAGE_BYTES, ensure_topics
 from tests.corpus import make_corpus
 from tests.integration import stores
-from tests.integration.exactness import SETTINGS, oracle, problems_against
+from tests.integration.exactness import SETTINGS, XP, oracle, problems_against
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-XP = Path(sys.executable).parent / "xp"
 #: Enough partitions that three workers each own some in both groups.
 PARTITIONS = 6
 LINES = 16_000
