@@ -20,8 +20,8 @@ import pytest
 
 from pipeline.embedded import broker
 from tests.corpus import make_corpus
-from tests.integration.exactness import SETTINGS, oracle, problems_against
-from tests.integration.workers import XP, batch_progress, finish_with_restarts, produce_corpus
+from tests.integration.exactness import SETTINGS, XP, oracle, problems_against
+from tests.integration.workers import batch_progress, finish_with_restarts, produce_corpus
 
 pytestmark = pytest.mark.integration
 
