@@ -28,6 +28,7 @@ from aiokafka.partitioner import murmur2
 from pipeline.batches import BatchWriter, record_bound
 from pipeline.config import Settings
 from pipeline.embedded import die_with_parent
+from pipeline.gc_tuning import tune_gc
 from pipeline.topics import MAX_MESSAGE_BYTES
 from pipeline.validate import Accepted, check
 
@@ -235,6 +236,8 @@ def _process_main(settings_json: str, bootstrap: str) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+    tune_gc()
 
     async def serve() -> None:
         stage = BulkStage(settings, bootstrap)

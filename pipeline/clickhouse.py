@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import chain
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -146,6 +147,15 @@ class Rows:
 
     def count(self) -> int:
         return sum(len(getattr(self, name)) for name in _ROW_FIELDS)
+
+    @classmethod
+    def joined(cls, parts: Sequence[Rows]) -> Rows:
+        """The rows of several batches as one write, in the batches' order."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            *(list(chain.from_iterable(getattr(p, name) for p in parts)) for name in _ROW_FIELDS)
+        )
 
     @property
     def empty(self) -> bool:

@@ -726,6 +726,16 @@ def test_rows_count_every_relation() -> None:
     assert Rows().empty and Rows().count() == 0
 
 
+def test_joined_rows_keep_every_batch_in_order() -> None:
+    first = Rows(events=[("e1",), ("e2",)], duplicates=[("d1",)])
+    second = Rows(events=[("e3",)], alerts=[("a1",)])
+    joined = Rows.joined([first, second, Rows(duplicates=[("d2",)])])
+    assert joined.events == [("e1",), ("e2",), ("e3",)]
+    assert joined.duplicates == [("d1",), ("d2",)]
+    assert joined.alerts == [("a1",)] and joined.count() == 6
+    assert first.events == [("e1",), ("e2",)]  # the batches' own rows are untouched
+
+
 def test_connect_keeps_one_engine_per_process(chdb_client: Client, chdb_data_dir: Path) -> None:
     assert clickhouse.connect(None, chdb_data_dir) is chdb_client
     with pytest.raises(clickhouse.EngineConflictError, match="already open"):
