@@ -138,7 +138,23 @@ async def _produce_all(settings: Settings, bootstrap: str, lines: Iterable[bytes
     progress.finish(sent)
 
 
+#: The ceiling is the median of this many reads of the topic: one read varied by ±20% here.
+CEILING_PASSES = 3
+
+
 async def measure_ceiling(settings: Settings, bootstrap: str, n: int) -> float:
+    """The median events/s of `CEILING_PASSES` reads of the whole topic.
+
+    The consumer of the speed issue's table, as it is: the collector
+    settings of `pipeline/gc_tuning.py` lift it too (to about 208,000
+    events/s here against 150,000-175,000), and the README says so.
+    """
+    return statistics.median(
+        [await _read_all(settings, bootstrap, n, k) for k in range(1, CEILING_PASSES + 1)]
+    )
+
+
+async def _read_all(settings: Settings, bootstrap: str, n: int, k: int) -> float:
     """aiokafka getmany + orjson on every message, from the first message to the last."""
     consumer = AIOKafkaConsumer(
         settings.touchpoints_topic,
@@ -150,7 +166,7 @@ async def measure_ceiling(settings: Settings, bootstrap: str, n: int) -> float:
         fetch_max_bytes=MAX_MESSAGE_BYTES,
     )
     await consumer.start()
-    progress = Progress("ceiling  ", n)
+    progress = Progress(f"ceiling {k}", n)
     count, first = 0, 0.0
     try:
         while count < n:

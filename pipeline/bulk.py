@@ -25,7 +25,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from pipeline.batches import BatchWriter, record_bound
+from pipeline.batches import BatchWriter, event_record, record_size, rejected_record
 from pipeline.config import Settings
 from pipeline.embedded import die_with_parent
 from pipeline.gc_tuning import tune_gc
@@ -80,17 +80,11 @@ class Batcher:
                 q = record.partition  # keyed by identity, as producers should: already placed
             else:
                 q = partition_for(identity, self.settings.partitions)
-            self._batch(topic, q, record_bound(raw, result.event_id)).add_event(
-                record.partition,
-                record.offset,
-                received_ms,
-                result.occurred_at_ms,
-                result.event_id,
-                raw,
-            )
+            header = event_record(record.partition, record.offset, received_ms, result, raw)
+            self._batch(topic, q, record_size(header, raw)).add_event(header, raw)
         else:
             q = record.partition % self.settings.partitions
-            self._batch(topic, q, record_bound(result.raw, result.detail)).add_rejected(
+            header = rejected_record(
                 record.partition,
                 record.offset,
                 received_ms,
@@ -99,6 +93,7 @@ class Batcher:
                 result.raw,
                 result.truncated,
             )
+            self._batch(topic, q, record_size(header, result.raw)).add_rejected(header, result.raw)
 
     def _batch(self, topic: str, q: int, adds: int) -> BatchWriter:
         """The batch of partition `q` that takes a record of at most `adds` bytes."""

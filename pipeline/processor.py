@@ -23,11 +23,13 @@ import orjson
 
 from pipeline import journey as jr
 from pipeline.batches import (
+    E_CONTEXT,
     E_ID,
     E_OCCURRED,
     E_OFFSET,
     E_PARTITION,
     E_RECEIVED,
+    E_SOURCE,
     R_DETAIL,
     R_OFFSET,
     R_PARTITION,
@@ -183,8 +185,10 @@ class PartitionState:
             new_seen.setdefault(window, []).append(event_id)
 
             # Checked by the bulk stage already; null counts as absent (docs/semantics.md).
-            doc = orjson.loads(raw)
-            customer, anonymous = doc.get("customer_id"), doc.get("anonymous_id")
+            if len(ev) > E_CONTEXT:
+                source, etype, customer, anonymous, session, props_json, context = ev[E_SOURCE:]
+            else:
+                source, etype, customer, anonymous, session, props_json, context = _fields(raw)
             identity: str = customer if customer is not None else anonymous
             if customer is not None and anonymous is not None:
                 # A link recorded again after it expired is harmless: xp.identity_links keeps
@@ -203,10 +207,7 @@ class PartitionState:
                 # early and is renewed then.
                 journey = self.journeys[identity] = jr.Journey()
             touched_journeys.add(identity)
-            etype: str = doc["type"]
-            source: str = doc["source"]
-            props: dict[str, Any] = doc.get("properties") or {}
-            session = doc.get("session_id")
+            props = orjson.loads(props_json) if etype in _READS_PROPERTIES else _NO_PROPERTIES
             step = jr.advance(journey, identity, etype, occurred, session, props, gap_ms)
             stage = jr.STAGES[step.stage]
 
@@ -256,8 +257,8 @@ class PartitionState:
                     anonymous,
                     step.session_id,
                     stage,
-                    orjson.dumps(props).decode(),
-                    doc.get("context") or {},
+                    props_json,
+                    context,
                     topic,
                     sp,
                     offset,
@@ -465,6 +466,36 @@ class PartitionState:
             "l": [[anonymous, at] for anonymous, at in sorted(self.linked.items())],
             "ld": [],
         }
+
+
+#: The event types whose properties the state reads (`jr.advance`, `jr.ticket_opened`,
+#: `_count_experience`); the others' properties are only stored, as the text they came in.
+_READS_PROPERTIES = frozenset(
+    {
+        "nps_submitted",
+        "csat_submitted",
+        "ces_submitted",
+        "ticket_opened",
+        "agent_reply",
+        "ticket_resolved",
+        "web_vital",
+    }
+)
+_NO_PROPERTIES: dict[str, Any] = {}
+
+
+def _fields(raw: bytes) -> tuple[str, str, str | None, str | None, str | None, str, str]:
+    """An event record's fields, from the raw event: for batches of the first format."""
+    doc = orjson.loads(raw)
+    return (
+        doc["source"],
+        doc["type"],
+        doc.get("customer_id"),
+        doc.get("anonymous_id"),
+        doc.get("session_id"),
+        orjson.dumps(doc.get("properties") or {}).decode(),
+        orjson.dumps(doc.get("context") or {}).decode(),
+    )
 
 
 def _count_experience(

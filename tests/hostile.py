@@ -1044,5 +1044,5 @@ def assert_accounted(run: Run) -> None:
             assert row[E["session_id"]], where
         assert row[E["stage"]] in journey.STAGES, where
         assert orjson.loads(row[E["properties"]]) == want.properties, where
-        assert row[E["context"]] == want.context, where
+        assert orjson.loads(row[E["context"]]) == want.context, where
         assert (row[E["topic"]], row[E["received_at"]]) == (run.topic, case.received_ms)

@@ -129,7 +129,7 @@ class _Fold:
                 "session_id": session,
                 "stage": stage,
                 "properties": orjson.loads(props),
-                "context": context,
+                "context": orjson.loads(context),
             }
         out.duplicates += len(rows.duplicates)
         for _, reason, _, raw, *_ in rows.rejected:

@@ -103,7 +103,8 @@ def store_and_read_back(client: Client, run: Run) -> None:
                 row[E["session_id"]],
                 row[E["stage"]],
                 row[E["properties"]],
-                row[E["context"]],
+                # The processor passes the context on as the bulk stage's JSON text.
+                json.loads(row[E["context"]]),
                 row[E["received_at"]],
             )
         )

@@ -5,7 +5,19 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.batches import E_ID, E_OFFSET, R_REASON, R_TRUNCATED, BatchWriter, read_batch
+from pipeline.batches import (
+    E_ANONYMOUS,
+    E_ID,
+    E_OFFSET,
+    E_PROPERTIES,
+    R_REASON,
+    R_TRUNCATED,
+    BatchWriter,
+    event_record,
+    read_batch,
+    rejected_record,
+)
+from pipeline.validate import Accepted
 
 
 @given(
@@ -17,15 +29,17 @@ def test_raw_bytes_and_headers_survive_the_round_trip(
 ) -> None:
     writer = BatchWriter("touchpoints")
     for i, raw in enumerate(events):
-        writer.add_event(1, i, 10, 20, f"id-{i}", raw)
+        event = Accepted(f"id-{i}", "web", "click", 20, 10, None, f"a{i}", None, {"n": i}, {})
+        writer.add_event(event_record(1, i, 10, event, raw), raw)
     for i, raw in enumerate(rejected):
-        writer.add_rejected(2, 100 + i, 10, "invalid_json", "detail", raw, i % 2 == 0)
+        record = rejected_record(2, 100 + i, 10, "invalid_json", "detail", raw, i % 2 == 0)
+        writer.add_rejected(record, raw)
     batch = read_batch(writer.encode())
     assert batch.topic == "touchpoints"
     assert [raw for _, raw in batch.events] == events
     assert [raw for _, raw in batch.rejected] == rejected
-    assert [(h[E_OFFSET], h[E_ID]) for h, _ in batch.events] == [
-        (i, f"id-{i}") for i in range(len(events))
+    assert [(h[E_OFFSET], h[E_ID], h[E_ANONYMOUS], h[E_PROPERTIES]) for h, _ in batch.events] == [
+        (i, f"id-{i}", f"a{i}", f'{{"n":{i}}}') for i in range(len(events))
     ]
     assert [(h[R_REASON], h[R_TRUNCATED]) for h, _ in batch.rejected] == [
         ("invalid_json", int(i % 2 == 0)) for i in range(len(rejected))

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import validate
-from pipeline.batches import BatchWriter, read_batch
+from pipeline.batches import BatchWriter, event_record, read_batch, rejected_record
 from pipeline.bulk import MAX_BATCH_BYTES
 from pipeline.clickhouse import format_table
 from pipeline.topics import MAX_MESSAGE_BYTES
@@ -157,9 +157,17 @@ def test_a_batch_never_encodes_larger_than_its_bound(
     writer = BatchWriter(topic)
     for is_event, number, raw, text in records:
         if is_event:
-            writer.add_event(number, number, number, number, text, raw)
+            # Every text field as long and as escape-heavy as drawn; properties and
+            # context travel as JSON text, escaped a second time inside the header.
+            event = Accepted(
+                text, text, text, number, number, text, text, text, {text: [text]}, {text: text}
+            )
+            writer.add_event(event_record(number, number, number, event, raw), raw)
         else:
-            writer.add_rejected(number, number, number, "unknown_schema_version", text, raw, True)
+            record = rejected_record(
+                number, number, number, "unknown_schema_version", text, raw, True
+            )
+            writer.add_rejected(record, raw)
     assert len(writer.encode()) <= writer.size_bound
 
 

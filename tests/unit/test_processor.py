@@ -6,17 +6,18 @@ import base64
 import random
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 import pytest
 from pydantic import ValidationError
 
-from pipeline.batches import BatchWriter
+from pipeline.batches import E_SIZE, BatchWriter, event_record, rejected_record
 from pipeline.clickhouse import Rows
 from pipeline.config import Settings
 from pipeline.processor import PartitionState
+from pipeline.validate import Accepted
 from pipeline.windows import EXPERIENCE_COLUMNS
 from pipeline.worker import snapshot_chunks
 
@@ -26,11 +27,10 @@ T0 = 1_700_000_000_000 // MINUTE_MS * MINUTE_MS
 
 @dataclass
 class Ev:
-    """An accepted event as the bulk stage hands it on: header fields and raw bytes."""
+    """An accepted event as the bulk stage hands it on: what it checked, and the raw bytes."""
 
     offset: int
-    ms: int
-    event_id: str
+    event: Accepted
     raw: bytes
 
 
@@ -38,15 +38,23 @@ def event(offset: int, identity: str, etype: str, ms: int, **props: Any) -> Ev:
     event_id = str(uuid.UUID(int=offset + 1))
     source = "support" if etype.startswith(("ticket", "agent", "csat")) else "web"
     doc = {"event_id": event_id, "source": source, "type": etype, "customer_id": identity}
-    return Ev(offset, ms, event_id, orjson.dumps({**doc, "properties": props}))
+    checked = Accepted(event_id, source, etype, ms, ms, identity, None, None, props, {})
+    return Ev(offset, checked, orjson.dumps({**doc, "properties": props}))
 
 
-def batch(events: list[Ev], rejected: list[tuple[int, str, bytes]] | None = None) -> bytes:
+def batch(
+    events: list[Ev],
+    rejected: list[tuple[int, str, bytes]] | None = None,
+    first_format: bool = False,
+) -> bytes:
     writer = BatchWriter("touchpoints")
     for ev in events:
-        writer.add_event(0, ev.offset, ev.ms, ev.ms, ev.event_id, ev.raw)
+        record = event_record(0, ev.offset, ev.event.received_at_ms, ev.event, ev.raw)
+        if first_format:
+            record = orjson.dumps(orjson.loads(record)[: E_SIZE + 1])
+        writer.add_event(record, ev.raw)
     for offset, reason, raw in rejected or []:
-        writer.add_rejected(0, offset, T0, reason, "detail", raw, False)
+        writer.add_rejected(rejected_record(0, offset, T0, reason, "detail", raw, False), raw)
     return writer.encode()
 
 
@@ -71,12 +79,12 @@ def test_a_replayed_batch_changes_nothing() -> None:
 
 def test_duplicates_and_too_late_and_rejected() -> None:
     state = new_state()
-    dup = event(1, "a", "page_view", T0)
-    dup.event_id = event(0, "a", "page_view", T0).event_id
+    original = event(0, "a", "page_view", T0)
+    dup = replace(original, offset=1)
     late = event(3, "b", "page_view", T0 - 3 * 3600_000)
     bad = (4, "invalid_json", b"{")
     out = state.apply(
-        batch([event(0, "a", "page_view", T0), dup, event(2, "b", "click", T0 + 1), late], [bad]),
+        batch([original, dup, event(2, "b", "click", T0 + 1), late], [bad]),
         version=0,
     )
     assert (out.accepted, out.duplicates, out.rejected) == (2, 1, 2)
@@ -184,7 +192,7 @@ def linking(offset: int, customer: str, anonymous: str, etype: str, ms: int) -> 
     """An event carrying both ids: it links the anonymous id to the customer."""
     ev = event(offset, customer, etype, ms)
     doc = {**orjson.loads(ev.raw), "anonymous_id": anonymous}
-    return Ev(offset, ms, ev.event_id, orjson.dumps(doc))
+    return Ev(offset, replace(ev.event, anonymous_id=anonymous), orjson.dumps(doc))
 
 
 def counts(rows: Rows, stage: str) -> dict[str, int]:
@@ -293,7 +301,7 @@ def expiring_traffic(seed: int, count: int = 1500) -> list[Ev]:
             props = {"score": rng.randint(1, 5)}
         if rng.random() < 0.05 and out:
             again = rng.choice(out[-200:])
-            out.append(Ev(offset, again.ms, again.event_id, again.raw))
+            out.append(replace(again, offset=offset))
         elif rng.random() < 0.1:
             out.append(linking(offset, who, f"d-{who}", "page_view", ms))
         else:
@@ -327,6 +335,16 @@ def settled(outs: list[Rows]) -> dict[str, Any]:
             for name in ("events", "stage_entries", "identity_links", "duplicates", "rejected")
         },
     }
+
+
+def test_batches_of_the_first_format_give_the_same_results() -> None:
+    """Batches written before the header carried the fields: their raw events give them."""
+    events = expiring_traffic(seed=7, count=400)
+    got = [(new := ttl_state()).apply(batch(events, first_format=True), 0), new]
+    want = [(old := ttl_state()).apply(batch(events), 0), old]
+    assert settled([got[0].rows]) == settled([want[0].rows])
+    assert orjson.loads(got[0].delta) == orjson.loads(want[0].delta)
+    assert normalized(got[1].snapshot()) == normalized(want[1].snapshot())
 
 
 def test_batch_boundaries_do_not_change_results_or_state() -> None:
@@ -386,7 +404,7 @@ def test_a_resent_event_after_its_window_closed_is_too_late_in_any_batch() -> No
     """Ids are remembered until their window closes, also when it closes mid-batch."""
     first = event(0, "a", "page_view", T0)
     closer = event(1, "b", "page_view", T0 + MINUTE_MS + 3600_000)
-    resent = Ev(2, first.ms, first.event_id, first.raw)
+    resent = replace(first, offset=2)
     for split in (
         [[first, closer, resent]],
         [[first], [closer, resent]],
@@ -396,7 +414,7 @@ def test_a_resent_event_after_its_window_closed_is_too_late_in_any_batch() -> No
         outs = [state.apply(batch(part), version) for version, part in enumerate(split)]
         assert sum(out.duplicates for out in outs) == 0
         assert [row[1] for out in outs for row in out.rows.rejected] == ["too_late"]
-        assert first.event_id not in state.seen
+        assert first.event.event_id not in state.seen
 
 
 def test_a_delta_from_before_expiry_restores() -> None:
