@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     bulk_processes: int = Field(default=1, ge=1)
     #: Batches applied while earlier ones are still being stored (pipeline/worker.py).
     batches_in_flight: int = Field(default=3, ge=1)
+    #: How often Faust commits the offsets of stored batches (its default): what a restart
+    #: redoes at most, besides the batches in flight.
+    commit_interval_s: float = Field(default=2.8, gt=0)
     #: A worker that applied nothing for this long while batches wait exits (pipeline/worker.py).
     watchdog_s: float = Field(default=180.0, gt=0)
     #: While this file exists ClickHouse writes fail: outage drills (pipeline/faults.py).

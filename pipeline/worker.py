@@ -150,6 +150,7 @@ class Worker:
             broker_session_timeout=6,
             broker_heartbeat_interval=1,
             broker_rebalance_timeout=4,
+            broker_commit_interval=settings.commit_interval_s,
             topic_partitions=settings.partitions,
             consumer_auto_offset_reset="earliest",
             producer_max_request_size=MAX_MESSAGE_BYTES,

@@ -30,21 +30,25 @@ KILLS = 3
 
 
 def _kill_after_progress(
-    proc: subprocess.Popen[bytes], bootstrap: str, since: int, pause: float
+    proc: subprocess.Popen[bytes], bootstrap: str, since: int, share: float, pause: float
 ) -> int:
-    """SIGKILL once this worker committed something, `pause` seconds later: mid-stream."""
+    """SIGKILL once this worker committed past `share` of the batches, `pause` s later.
+
+    Aimed by progress, not by time: a worker fast enough to finish the corpus
+    inside a fixed pause would never be killed mid-stream.
+    """
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the worker exited before it was killed"
-        committed, _ = batch_progress(bootstrap)
-        if committed > since:
+        committed, end = batch_progress(bootstrap)
+        if committed > since and committed >= share * end:
             time.sleep(pause)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             committed, end = batch_progress(bootstrap)
             assert committed < end, "the worker finished before the kill: use a larger corpus"
             return committed
-        time.sleep(0.05)
+        time.sleep(0.02)
     raise AssertionError("the worker committed nothing in 120 s")
 
 
@@ -67,13 +71,15 @@ def test_sigkilled_worker_restarts_with_every_number_exact(tmp_path: Path, seed:
             # kill to land, and a worker slow enough to be caught mid-stream.
             "XP_BATCH_MAX_EVENTS": "100",
             "XP_SNAPSHOT_EVERY_BATCHES": "5",
+            # Progress seen often enough to aim the kills (Faust's default is 2.8 s).
+            "XP_COMMIT_INTERVAL_S": "0.2",
         }
         worker = [str(XP), "worker", "--data-dir", str(data_dir)]
         killed_at = [0]
-        for _ in range(KILLS):
+        for share in sorted(rng.uniform(0.05, 0.75) for _ in range(KILLS)):
             proc = subprocess.Popen(worker, env=env, stderr=subprocess.DEVNULL)
-            pause = rng.uniform(0.05, 0.4)
-            killed_at.append(_kill_after_progress(proc, bootstrap, killed_at[-1], pause))
+            pause = rng.uniform(0.0, 0.1)
+            killed_at.append(_kill_after_progress(proc, bootstrap, killed_at[-1], share, pause))
         codes, out = finish_with_restarts(worker, env, tmp_path)
         assert codes[-1] == 0, f"exit codes {codes}"
     counts = json.loads(out.strip().splitlines()[-1])
