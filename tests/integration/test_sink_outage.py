@@ -112,7 +112,9 @@ def test_a_hung_write_trips_the_watchdog_and_a_restart_finishes_exactly(tmp_path
     with broker(tmp_path / "broker") as bootstrap:
         assert produce_corpus(bootstrap, corpus) == LINES
         worker = [str(XP), "worker", "--data-dir", str(data_dir)]
-        env = _env(bootstrap, fault, XP_WATCHDOG_S=str(WATCHDOG_S))
+        # Commits every 0.2 s: the hang starts at the first one, and with Faust's
+        # 2.8 s the worker had applied the whole corpus by then.
+        env = _env(bootstrap, fault, XP_WATCHDOG_S=str(WATCHDOG_S), XP_COMMIT_INTERVAL_S="0.2")
         with log.open("w") as stderr:
             proc = subprocess.Popen([*worker, "--metrics-port", str(port)], env=env, stderr=stderr)
             try:
