@@ -73,7 +73,7 @@ def test_clickhouse_outage_pauses_the_worker_and_it_catches_up_exactly(tmp_path:
         with log.open("w") as stderr:
             proc = subprocess.Popen(
                 [*command, "--metrics-port", str(port)],
-                env=_env(bootstrap, fault),
+                env=_env(bootstrap, fault, XP_COMMIT_INTERVAL_S="0.2"),
                 stderr=stderr,
             )
             try:
