@@ -33,7 +33,7 @@ from pipeline.config import Settings
 from pipeline.embedded import kafka
 from pipeline.errors import XpError
 from pipeline.ingest import file_lines, paced, produce
-from pipeline.offsets import log_end_offsets
+from pipeline.offsets import LogEnds
 from pipeline.progress import Progress
 from pipeline.runner import check_or_exit, open_clickhouse
 from pipeline.simulate import SimulationConfig, encode, simulate
@@ -337,6 +337,9 @@ async def measure_workers(settings: Settings, bootstrap: str, workers: int, n: i
     batches = [TopicPartition(settings.batches_topic, p) for p in range(settings.partitions)]
     progress = Progress(f"{workers} worker{'s' if workers > 1 else ''}", n)
     first = 0.0
+    # Outside the workers' group, as `log_end_offsets` requires, and one for the whole run.
+    ends = LogEnds(bootstrap, settings.fetch_max_wait_ms)
+    await ends.start()
     try:
         while True:
             await asyncio.sleep(0.2)
@@ -348,24 +351,16 @@ async def measure_workers(settings: Settings, bootstrap: str, workers: int, n: i
             progress.update(bulk)
             if applied and not first:
                 first = time.perf_counter()
-            if bulk >= n and applied and applied >= await _ends(bootstrap, batches, app_id):
+            if bulk >= n and applied and applied >= sum((await ends.of(batches)).values()):
                 break
     finally:
+        await ends.stop()
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait()
     progress.finish(n)
     return n / (time.perf_counter() - first)
-
-
-async def _ends(bootstrap: str, tps: list[TopicPartition], app_id: str) -> int:
-    view = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=app_id, enable_auto_commit=False)
-    await view.start()
-    try:
-        return sum((await log_end_offsets(view, tps)).values())
-    finally:
-        await view.stop()
 
 
 async def run_scale(
