@@ -29,7 +29,7 @@ from pipeline.batches import BatchWriter, event_record, record_size, rejected_re
 from pipeline.config import Settings
 from pipeline.embedded import die_with_parent
 from pipeline.gc_tuning import tune_gc
-from pipeline.topics import MAX_MESSAGE_BYTES
+from pipeline.topics import MAX_MESSAGE_BYTES, whole_message_consumer
 from pipeline.validate import Accepted, check
 
 log = logging.getLogger("xp.bulk")
@@ -132,17 +132,14 @@ class BulkStage:
 
     async def run(self) -> None:
         s = self.settings
-        consumer = AIOKafkaConsumer(
+        consumer = whole_message_consumer(
+            self.bootstrap,
             s.touchpoints_topic,
-            bootstrap_servers=self.bootstrap,
             group_id=bulk_group(s),
-            enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
             rebalance_timeout_ms=4000,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-            fetch_max_bytes=MAX_MESSAGE_BYTES,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         producer = AIOKafkaProducer(

@@ -20,7 +20,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline.topics import MAX_MESSAGE_BYTES
+from pipeline.topics import whole_message_consumer
 
 #: How long a fetch for the high watermark may take before the listed end is used.
 _WAIT_S = 5.0
@@ -34,14 +34,8 @@ class LogEnds:
     """
 
     def __init__(self, bootstrap: str, fetch_max_wait_ms: int) -> None:
-        self._reader = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            # The rest of a last batch can be a whole batches-topic message.
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-            fetch_max_bytes=MAX_MESSAGE_BYTES,
-            fetch_max_wait_ms=fetch_max_wait_ms,
-        )
+        # The rest of a last batch can be a whole batches-topic message.
+        self._reader = whole_message_consumer(bootstrap, fetch_max_wait_ms=fetch_max_wait_ms)
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -86,5 +80,8 @@ async def log_end_offsets(
                     ends[tp] = max(listed[tp], highwater)
                     waiting.discard(tp)
     finally:
-        reader.unsubscribe()
+        # Paused, not unsubscribed: unsubscribing makes aiokafka's fetch task
+        # await its cancelled fetches, and a consumer stopped during that wait
+        # loses the cancellation and never stops (aiokafka 0.14, large records).
+        reader.pause(*asking)
     return ends

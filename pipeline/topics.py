@@ -7,7 +7,9 @@ defaults vary, so each topic is created with the settings its users depend on.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -18,6 +20,22 @@ log = logging.getLogger("xp.topics")
 #: Internal batches of `batch_max_events` events (and snapshot chunks) stay well below this.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
+
+
+def whole_message_consumer(bootstrap: str, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    """A consumer that commits only when told and takes any message xp writes in one fetch.
+
+    aiokafka's default fetch sizes are far below an internal batch, which then
+    could not be read at all.
+    """
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+        fetch_max_bytes=MAX_MESSAGE_BYTES,
+        **options,
+    )
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:

@@ -35,7 +35,7 @@ from pipeline.faults import FaultSwitch
 from pipeline.gc_tuning import tune_gc
 from pipeline.offsets import LogEnds
 from pipeline.processor import Outcome, PartitionState
-from pipeline.topics import MAX_MESSAGE_BYTES
+from pipeline.topics import MAX_MESSAGE_BYTES, whole_message_consumer
 
 log = logging.getLogger("xp.worker")
 
@@ -499,12 +499,8 @@ class Worker:
         """The live keys of one changelog partition, read from its start to its end."""
         await self.app.producer.flush()
         tp = TopicPartition(self.table.changelog_topic.get_topic_name(), partition)
-        reader = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-            fetch_max_bytes=MAX_MESSAGE_BYTES,
-            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
+        reader = whole_message_consumer(
+            self._bootstrap, fetch_max_wait_ms=self.settings.fetch_max_wait_ms
         )
         await reader.start()
         stored: dict[bytes, bytes] = {}

@@ -8,6 +8,7 @@ tells a right answer from the listed one: the cases below are built of such batc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pipeline.embedded import broker
 from pipeline.offsets import LogEnds
+from pipeline.topics import MAX_MESSAGE_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -63,3 +65,43 @@ async def _check(bootstrap: str) -> None:
 def test_log_ends_count_every_record_of_the_last_batch(tmp_path: Path) -> None:
     with broker(tmp_path / "broker") as bootstrap:
         asyncio.run(_check(bootstrap))
+
+
+async def _stop_after_large_records(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(TOPIC, 4, 1, topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)})]
+        )
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=MAX_MESSAGE_BYTES)
+    await producer.start()
+    try:
+        # Two multi-megabyte records per partition, batched: the high watermark's
+        # fetch is still bringing megabytes when the question has its answer.
+        for i in range(8):
+            await producer.send(TOPIC, b"x" * 3_000_000, partition=i % 4)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    tps = [TopicPartition(TOPIC, p) for p in range(4)]
+    for _ in range(5):
+        ends = LogEnds(bootstrap, fetch_max_wait_ms=100)
+        await ends.start()
+        assert await ends.of(tps) == dict.fromkeys(tps, 2)
+        stopping = asyncio.create_task(ends.stop())
+        # Not `wait_for`: its cancellation would unstick a stuck stop and hide it.
+        done, _ = await asyncio.wait({stopping}, timeout=15)
+        if not done:
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopping
+            pytest.fail("LogEnds.stop() did not return within 15 s of a question")
+
+
+def test_log_ends_stop_right_after_a_question_about_large_records(tmp_path: Path) -> None:
+    """`xp bench --workers 2` waited forever here: aiokafka lost the stop's cancellation."""
+    with broker(tmp_path / "broker") as bootstrap:
+        asyncio.run(_stop_after_large_records(bootstrap))

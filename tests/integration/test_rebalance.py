@@ -61,7 +61,7 @@ from pipeline.embedded import broker
 from pipeline.ingest import file_lines, produce
 from pipeline.offsets import LogEnds
 from pipeline.runner import STUCK_EXIT_CODE
-from pipeline.topics import MAX_MESSAGE_BYTES, ensure_topics
+from pipeline.topics import ensure_topics, whole_message_consumer
 from tests.corpus import make_corpus
 from tests.integration import stores
 from tests.integration.exactness import SETTINGS, XP, oracle, problems_against
@@ -164,12 +164,7 @@ async def _log_ends(bootstrap: str, topic: str) -> dict[int, int]:
     partition's last record batch plus one there, short of the end whenever
     that batch holds more than one record.
     """
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
-        fetch_max_bytes=MAX_MESSAGE_BYTES,
-    )
+    reader = whole_message_consumer(bootstrap)
     await reader.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
