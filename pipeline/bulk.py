@@ -255,10 +255,15 @@ class BulkProcesses:
             )
             for i in range(settings.bulk_processes)
         ]
+        self.started = False
 
     def start(self) -> None:
+        """Start the processes; again, it does nothing."""
+        if self.started:
+            return
         for process in self.processes:
             process.start()
+        self.started = True
 
     def failure(self) -> str | None:
         """Why a bulk process is gone, when one exited while it should run."""
@@ -279,6 +284,8 @@ class BulkProcesses:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Let each process commit what it forwarded; kill what does not stop in time."""
+        if not self.started:
+            return
         for process in self.processes:
             if process.is_alive():
                 process.terminate()

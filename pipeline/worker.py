@@ -197,7 +197,6 @@ class Worker:
         await self._bulk_view.start()
         await self._ends.start()
         await self.app.start()
-        self.bulk.start()
         tune_gc()
 
     async def stop(self) -> None:
@@ -307,8 +306,15 @@ class Worker:
         )
 
     def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """Time spent joining the group is not time stuck: the watchdog counts from here."""
+        """Time spent joining the group is not time stuck: the watchdog counts from here.
+
+        The bulk stage starts here, once this worker is in its group: started
+        with the app, it ran alone through the seconds of the join, piling up
+        batches for a worker that could not take them yet, and `xp bench`
+        then timed a worker that had the cores to itself.
+        """
         self._progress_at = time.monotonic()
+        self.bulk.start()
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
         """Apply batches while earlier ones are stored; commit each in order once stored.
