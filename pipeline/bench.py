@@ -438,5 +438,7 @@ def report(result: BenchResult) -> str:
             f"p99 {result.http['p99_ms']:,.0f} ms"
         )
     for name, eps in result.scale.items():
-        lines.append(f"  {name.replace('_', ' ').replace(' eps', '')}: {eps:,.0f} events/s")
+        count = int(name.split("_")[0])
+        label = f"{count} worker process{'es' if count > 1 else ''} (scale run)"
+        lines.append(f"  {label:<38}{eps:>10,.0f} events/s")
     return "\n".join(lines)
