@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -168,7 +169,14 @@ def check_or_exit(worker: Worker) -> None:
 
 
 async def run_worker(settings: Settings, *, until_idle: bool) -> Worker:
-    """The long-running worker; with `until_idle` it stops once everything is applied."""
+    """The long-running worker; with `until_idle` it stops once everything is applied.
+
+    SIGTERM, what orchestrators send, stops it the way Ctrl-C does: the batches
+    applied are stored and committed and the worker leaves its group, so the
+    others take its partitions at once instead of after the session timeout.
+    """
+    terminated = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.set)
     client = open_clickhouse(settings)
     with kafka(settings) as bootstrap:
         if settings.kafka_bootstrap is None:
@@ -180,14 +188,15 @@ async def run_worker(settings: Settings, *, until_idle: bool) -> Worker:
         await worker.start()
         try:
             idle_checks = 0
-            while True:
+            while not terminated.is_set():
                 await asyncio.sleep(0.5)
                 check_or_exit(worker)
                 if until_idle:
                     idle_checks = idle_checks + 1 if await worker.idle() else 0
                     if idle_checks >= 3:
+                        # Only here is the input complete; a SIGTERM's is not.
+                        await alerts.finish()
                         break
-            await alerts.finish()
         finally:
             await worker.stop()
     return worker
