@@ -316,20 +316,14 @@ async def _events_below(bootstrap: str, offsets: dict[TopicPartition, int]) -> i
     count = 0
     try:
         for tp, end in offsets.items():
-            if not end:
-                continue
             reader.assign([tp])
             reader.seek(tp, 0)
-            done = False
-            while not done:
+            while await reader.position(tp) < end:
                 for record in (await reader.getmany(tp, timeout_ms=500)).get(tp, []):
-                    if record.offset >= end:
-                        done = True
-                        break
-                    assert record.value is not None
-                    batch = read_batch(record.value)
-                    count += len(batch.events) + len(batch.rejected)
-                    done = record.offset == end - 1
+                    if record.offset < end:
+                        assert record.value is not None
+                        batch = read_batch(record.value)
+                        count += len(batch.events) + len(batch.rejected)
     finally:
         await reader.stop()
     return count

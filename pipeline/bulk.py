@@ -256,10 +256,15 @@ class BulkProcesses:
             for i in range(settings.bulk_processes)
         ]
         self.started = False
+        self.stopped = False
 
     def start(self) -> None:
-        """Start the processes; again, it does nothing."""
-        if self.started:
+        """Start the processes; again, or once stopped, it does nothing.
+
+        The worker starts them on every assignment, and an assignment can
+        still come while it stops: processes started then would outlive it.
+        """
+        if self.started or self.stopped:
             return
         for process in self.processes:
             process.start()
@@ -284,6 +289,7 @@ class BulkProcesses:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Let each process commit what it forwarded; kill what does not stop in time."""
+        self.stopped = True
         if not self.started:
             return
         for process in self.processes:
