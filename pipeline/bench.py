@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import multiprocessing
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -347,13 +348,14 @@ async def measure_workers(settings: Settings, bootstrap: str, workers: int, n: i
         "XP_COMMIT_INTERVAL_S": "0.2",
     }
     xp = str(Path(sys.executable).parent / "xp")
+    data_dirs = [settings.data_dir / f"{app_id}-{i}" for i in range(workers)]
     procs = [
         subprocess.Popen(
-            [xp, "worker", "--data-dir", str(settings.data_dir / f"{app_id}-{i}")],
+            [xp, "worker", "--data-dir", str(data_dir)],
             env=env,
             stdout=subprocess.DEVNULL,
         )
-        for i in range(workers)
+        for data_dir in data_dirs
     ]
     bulk_name = bulk_group(settings.model_copy(update={"app_id": app_id}))
     touch = [TopicPartition(settings.touchpoints_topic, p) for p in range(settings.partitions)]
@@ -388,6 +390,9 @@ async def measure_workers(settings: Settings, bootstrap: str, workers: int, n: i
             proc.terminate()
         for proc in procs:
             proc.wait()
+        for data_dir in data_dirs:
+            # A copy of every event per run: a run's data is its numbers, not its tables.
+            shutil.rmtree(data_dir, ignore_errors=True)
     progress.finish(n)
     return (n - await _events_below(bootstrap, at_start)) / elapsed
 

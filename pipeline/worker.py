@@ -146,6 +146,8 @@ class Worker:
             settings.app_id,
             broker=f"kafka://{bootstrap}",
             store="memory://",
+            # Faust's default is `{appid}-data` in the working directory.
+            datadir=str(settings.data_dir / "faust"),
             web_enabled=False,
             broker_session_timeout=6,
             broker_heartbeat_interval=1,

@@ -29,9 +29,12 @@ def test_sigterm_stores_what_was_applied_and_reports(tmp_path: Path) -> None:
     with broker(tmp_path / "broker") as bootstrap:
         assert produce_corpus(bootstrap, corpus) == LINES
         env = {**os.environ, **SETTINGS, "XP_KAFKA_BOOTSTRAP": bootstrap}
+        workdir = tmp_path / "cwd"
+        workdir.mkdir()
         proc = subprocess.Popen(
             [str(XP), "worker", "--data-dir", str(tmp_path / "data"), "--json"],
             env=env,
+            cwd=workdir,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -50,3 +53,5 @@ def test_sigterm_stores_what_was_applied_and_reports(tmp_path: Path) -> None:
     counts = json.loads(out.strip().splitlines()[-1])
     # Every line is accounted for: stored, a duplicate, or rejected with its reason.
     assert counts["stored"] + counts["duplicates"] + counts["rejected"] == LINES, counts
+    # Everything it keeps is under --data-dir, Faust's own directory included.
+    assert list(workdir.iterdir()) == []
