@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import CoreConfig, SchemaValidator, core_schema
 
 from schemas.events import EVENT_MODELS, TYPES_BY_SOURCE, Timestamp, TouchpointEvent
 
@@ -50,6 +51,57 @@ _DATETIME_END_MS = 2**32 * 1000
 _DETAIL_CHARS = 300
 _TIMESTAMP = TypeAdapter(Timestamp)
 _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def _as_dicts(schema: Any, config: CoreConfig | None = None) -> Any:
+    """A copy of a core schema in which models validate to dicts; `config` is the model's."""
+    if isinstance(schema, list):
+        return [_as_dicts(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")
+    if kind == "model":
+        converted = _as_dicts(schema["schema"], schema.get("config"))
+        if "ref" in schema:
+            converted["ref"] = schema["ref"]
+        return converted
+    if kind == "model-fields":
+        return core_schema.typed_dict_schema(
+            {
+                name: core_schema.typed_dict_field(
+                    _as_dicts(spec["schema"]),
+                    required=spec["schema"]["type"] != "default",
+                    validation_alias=spec.get("validation_alias"),
+                )
+                for name, spec in schema["fields"].items()
+            },
+            config=config,
+        )
+    if kind in ("function-after", "function-wrap", "function-plain") and (
+        schema["schema"].get("type") in ("model", "model-fields")
+    ):
+        raise TypeError(f"a {kind} model validator needs an instance: validate its input instead")
+    if kind == "function-before" and config is not None:
+        # A model's before-validator: the model's own fields follow it.
+        return {**schema, "schema": _as_dicts(schema["schema"], config)}
+    return {key: _as_dicts(value) for key, value in schema.items()}
+
+
+def dict_validator(model: type[BaseModel]) -> SchemaValidator:
+    """Validates exactly as `model` does, and returns a dict instead of an instance.
+
+    Every event is validated here and only a few of its fields are read back:
+    building the instances (the event's and its properties') took half the
+    time of validating. Derived from the model's own core schema, so the
+    contract stays written once, in schemas/events.py. The one difference is
+    a message: a non-object where an object belongs is "Input should be a
+    valid dictionary", without the model's Python class name.
+    """
+    return SchemaValidator(_as_dicts(model.__pydantic_core_schema__))
+
+
+_ENVELOPE = dict_validator(TouchpointEvent)
+_VALIDATORS = {key: dict_validator(model) for key, model in EVENT_MODELS.items()}
 
 
 @dataclass(slots=True)
@@ -191,7 +243,7 @@ def check(
 
     source = event["source"]
     type_ = event["type"]
-    model: type[TouchpointEvent] = TouchpointEvent
+    validator = _ENVELOPE
     types = TYPES_BY_SOURCE.get(source) if type(source) is str else None
     if types is not None:
         if type(type_) is not str or type_ not in types:
@@ -201,10 +253,10 @@ def check(
                 raw,
                 False,
             )
-        model = EVENT_MODELS[source, type_]
+        validator = _VALIDATORS[source, type_]
 
     try:
-        valid = model.__pydantic_validator__.validate_python(event)
+        valid = validator.validate_python(event)
     except ValidationError as exc:
         return Rejected("invalid_field", _invalid(exc), raw, False)
     properties = event.get("properties")
@@ -216,9 +268,10 @@ def check(
             False,
         )
 
-    occurred_at_ms = _epoch_ms(valid.occurred_at)
-    if valid.sent_at is not None:
-        occurred_at_ms += received_at_ms - _epoch_ms(valid.sent_at)
+    occurred_at_ms = _epoch_ms(valid["occurred_at"])
+    sent_at = valid["sent_at"]
+    if sent_at is not None:
+        occurred_at_ms += received_at_ms - _epoch_ms(sent_at)
     if occurred_at_ms < 0:
         # ClickHouse's DateTime starts at 1970; storing earlier minutes would fail forever.
         return Rejected(
@@ -241,14 +294,14 @@ def check(
 
     context = event.get("context")
     return Accepted(
-        event_id=valid.event_id,
+        event_id=valid["event_id"],
         source=source,
         type=type_,
         occurred_at_ms=occurred_at_ms,
         received_at_ms=received_at_ms,
-        customer_id=valid.customer_id,
-        anonymous_id=valid.anonymous_id,
-        session_id=valid.session_id,
+        customer_id=valid["customer_id"],
+        anonymous_id=valid["anonymous_id"],
+        session_id=valid["session_id"],
         properties=properties if properties is not None else {},
         context=context if context is not None else {},
     )

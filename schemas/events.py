@@ -16,7 +16,7 @@ events for a formatting choice.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -259,11 +259,16 @@ class TouchpointEvent(BaseModel):
         "locale, browser, device, ...).",
     )
 
-    @model_validator(mode="after")
-    def _identified(self) -> Self:
-        if self.customer_id is None and self.anonymous_id is None:
+    @model_validator(mode="before")
+    @classmethod
+    def _identified(cls, data: Any) -> Any:
+        # On the input, not the instance, so that the dict validators the
+        # pipeline derives from these models (pipeline/validate.py) keep it.
+        if isinstance(data, dict) and (
+            data.get("customer_id") is None and data.get("anonymous_id") is None
+        ):
             raise ValueError("customer_id or anonymous_id is required")
-        return self
+        return data
 
 
 def _none_as_empty(value: object) -> object:
