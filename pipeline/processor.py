@@ -149,23 +149,27 @@ class PartitionState:
                 bool(rec[R_TRUNCATED]),
             )
 
-        for ev, raw in batch.events:
+        # Bound once: this loop runs for every event, and each lookup saved counts.
+        applied, seen, journeys, windows = self.applied, self.seen, self.journeys, self.windows
+        watermark, events = self.watermark, rows.events
+        for i, ev in enumerate(batch.events):
             sp, offset = ev[E_PARTITION], ev[E_OFFSET]
             if offset <= start.get(sp, -1):
                 out.skipped += 1
                 continue
-            self._note_offset(sp, offset)
+            if offset > applied.get(sp, -1):
+                applied[sp] = offset
             event_id: str = ev[E_ID]
             occurred: int = ev[E_OCCURRED]
             received: int = ev[E_RECEIVED]
             # Remembered until the window closes, even within this batch (docs/semantics.md §3).
-            seen_in = self.seen.get(event_id)
-            if seen_in is not None and not self.watermark.closed(seen_in):
+            seen_in = seen.get(event_id)
+            if seen_in is not None and not watermark.closed(seen_in):
                 out.duplicates += 1
                 rows.duplicates.append((received, event_id, topic, sp, offset))
                 continue
             window = window_start(occurred)
-            if self.watermark.closed(window):
+            if watermark.closed(window):
                 self._reject(
                     out,
                     topic,
@@ -173,22 +177,26 @@ class PartitionState:
                     offset,
                     received,
                     "too_late",
-                    f"window {window} closed by watermark {self.watermark.max_ms}",
-                    raw,
+                    f"window {window} closed by watermark {watermark.max_ms}",
+                    batch.event_raw(i),
                     False,
                 )
                 continue
             out.accepted += 1
-            self.watermark.advance(occurred)
+            watermark.advance(occurred)
             cutoff = max(cutoff, occurred - ttl_ms)
-            self.seen[event_id] = window
-            new_seen.setdefault(window, []).append(event_id)
+            seen[event_id] = window
+            ids = new_seen.get(window)
+            if ids is None:
+                ids = new_seen[window] = []
+            ids.append(event_id)
 
             # Checked by the bulk stage already; null counts as absent (docs/semantics.md).
             if len(ev) > E_CONTEXT:
                 source, etype, customer, anonymous, session, props_json, context = ev[E_SOURCE:]
             else:
-                source, etype, customer, anonymous, session, props_json, context = _fields(raw)
+                fields = _fields(batch.event_raw(i))
+                source, etype, customer, anonymous, session, props_json, context = fields
             identity: str = customer if customer is not None else anonymous
             if customer is not None and anonymous is not None:
                 # A link recorded again after it expired is harmless: xp.identity_links keeps
@@ -198,23 +206,23 @@ class PartitionState:
                     self.linked[anonymous] = new_links[anonymous] = occurred
                     heapq.heappush(self._links_due, (occurred, anonymous))
                     rows.identity_links.append((anonymous, customer, occurred))
-            journey = self.journeys.get(identity)
+            journey = journeys.get(identity)
             if journey is None:
-                journey = self.journeys[identity] = jr.Journey()
+                journey = journeys[identity] = jr.Journey()
                 heapq.heappush(self._journeys_due, (occurred, identity))
             elif journey.expired(cutoff):
                 # A new journey, as if never seen; the old one's schedule entry comes due
                 # early and is renewed then.
-                journey = self.journeys[identity] = jr.Journey()
+                journey = journeys[identity] = jr.Journey()
             touched_journeys.add(identity)
             props = orjson.loads(props_json) if etype in _READS_PROPERTIES else _NO_PROPERTIES
             step = jr.advance(journey, identity, etype, occurred, session, props, gap_ms)
             stage = jr.STAGES[step.stage]
 
             key = (window, source, stage)
-            agg = self.windows.get(key)
+            agg = windows.get(key)
             if agg is None:
-                agg = self.windows[key] = Aggregate()
+                agg = windows[key] = Aggregate()
             added = touched_windows.get(key)
             if added is None:
                 added = touched_windows[key] = []
@@ -242,10 +250,10 @@ class PartitionState:
                 ticket_id: str = props["ticket_id"]
                 if jr.ticket_opened(journey, ticket_id, occurred, cutoff):
                     heapq.heappush(self._tickets_due, (occurred, identity, ticket_id))
-            else:
+            elif etype in _COUNTED:
                 _count_experience(x, journey, etype, props, occurred, cutoff)
 
-            rows.events.append(
+            events.append(
                 (
                     event_id,
                     source,
@@ -496,6 +504,22 @@ def _fields(raw: bytes) -> tuple[str, str, str | None, str | None, str | None, s
         orjson.dumps(doc.get("properties") or {}).decode(),
         orjson.dumps(doc.get("context") or {}).decode(),
     )
+
+
+#: The event types `_count_experience` counts; the others skip the call.
+_COUNTED = frozenset(
+    {
+        "csat_submitted",
+        "nps_submitted",
+        "ces_submitted",
+        "error",
+        "crash",
+        "agent_reply",
+        "ticket_resolved",
+        "ticket_reopened",
+        "web_vital",
+    }
+)
 
 
 def _count_experience(

@@ -36,9 +36,9 @@ def test_raw_bytes_and_headers_survive_the_round_trip(
         writer.add_rejected(record, raw)
     batch = read_batch(writer.encode())
     assert batch.topic == "touchpoints"
-    assert [raw for _, raw in batch.events] == events
+    assert [batch.event_raw(i) for i in range(len(batch.events))] == events
     assert [raw for _, raw in batch.rejected] == rejected
-    assert [(h[E_OFFSET], h[E_ID], h[E_ANONYMOUS], h[E_PROPERTIES]) for h, _ in batch.events] == [
+    assert [(h[E_OFFSET], h[E_ID], h[E_ANONYMOUS], h[E_PROPERTIES]) for h in batch.events] == [
         (i, f"id-{i}", f"a{i}", f'{{"n":{i}}}') for i in range(len(events))
     ]
     assert [(h[R_REASON], h[R_TRUNCATED]) for h, _ in batch.rejected] == [

@@ -13,13 +13,15 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from pipeline import journey as jr
 from pipeline.batches import E_SIZE, BatchWriter, event_record, rejected_record
 from pipeline.clickhouse import Rows
 from pipeline.config import Settings
-from pipeline.processor import PartitionState
+from pipeline.processor import _COUNTED, PartitionState, _count_experience
 from pipeline.validate import Accepted
 from pipeline.windows import EXPERIENCE_COLUMNS
 from pipeline.worker import snapshot_chunks
+from schemas import PROPERTIES_MODELS
 
 MINUTE_MS = 60_000
 T0 = 1_700_000_000_000 // MINUTE_MS * MINUTE_MS
@@ -454,3 +456,17 @@ def test_dead_letters_carry_raw_bytes_exactly_even_when_not_utf8() -> None:
     assert doc["reason"] == "invalid_json"
     assert base64.b64decode(doc["raw_base64"]) == raw
     assert "\ufffd" in doc["raw"]
+
+
+@pytest.mark.parametrize("source_and_type", sorted(PROPERTIES_MODELS))
+def test_exactly_the_counted_types_count_experience(
+    source_and_type: tuple[str, str],
+) -> None:
+    """`apply` calls `_count_experience` only for `_COUNTED`: any other type must count nothing."""
+    _, type_ = source_and_type
+    journey = jr.Journey()
+    jr.ticket_opened(journey, "T-1", 1_000, 0)
+    props = {"score": 9, "ticket_id": "T-1", "name": "LCP", "value": 1.0, "is_bot": False}
+    counters = [0] * len(EXPERIENCE_COLUMNS)
+    _count_experience(counters, journey, type_, props, 2_000, 0)
+    assert any(counters) == (type_ in _COUNTED)
