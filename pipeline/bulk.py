@@ -29,7 +29,7 @@ from pipeline.batches import BatchWriter, event_record, record_size, rejected_re
 from pipeline.config import Settings
 from pipeline.embedded import die_with_parent
 from pipeline.gc_tuning import tune_gc
-from pipeline.topics import MAX_MESSAGE_BYTES, whole_message_consumer
+from pipeline.topics import COMPRESSION, MAX_MESSAGE_BYTES, whole_message_consumer
 from pipeline.validate import Accepted, check
 
 log = logging.getLogger("xp.bulk")
@@ -147,6 +147,7 @@ class BulkStage:
             acks="all",
             max_request_size=MAX_MESSAGE_BYTES,
             linger_ms=0,
+            compression_type=COMPRESSION,
         )
         await consumer.start()
         await producer.start()

