@@ -246,6 +246,10 @@ class Worker:
         """Raise when a part of the worker died, so the process exits instead of hanging."""
         if self._stuck:
             raise WorkerStuck(self._failure)
+        if self.app.crashed:
+            # Its services, the watchdog's timer among them, stopped with it: nothing
+            # would ever be applied again, and stopping it cleanly can hang as well.
+            raise WorkerStuck(f"Faust crashed: {self.app.crash_reason!r}")
         failure = self.bulk.failure() or self._failure
         if failure is not None:
             raise XpError(failure)
@@ -444,9 +448,15 @@ class Worker:
         they are applied. The gap is forgotten here; the batches fill it.
         """
         tp = TP(self.settings.batches_topic, partition)
-        self.app.consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
+        consumer = self.app.consumer
+        consumer._gap.pop(tp, None)  # type: ignore[attr-defined]
         self._rewound[partition] = (offset, time.monotonic())
-        await self.app.consumer.seek(tp, offset)
+        # In the consumer's own thread. Faust's `seek` calls aiokafka from this one,
+        # and a fetch running there at that moment failed (KeyError in aiokafka's
+        # `fetched_records`), which stopped Faust's fetcher for good.
+        thread = consumer._thread  # type: ignore[attr-defined]
+        await thread.call_thread(thread.seek, tp, offset)
+        consumer._read_offset[tp] = offset or None  # type: ignore[attr-defined]
 
     def _release(self, event: EventT[bytes]) -> None:
         """Let Faust stop waiting for a batch skipped by `_in_order`, without acking it.

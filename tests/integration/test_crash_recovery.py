@@ -73,6 +73,10 @@ def test_sigkilled_worker_restarts_with_every_number_exact(tmp_path: Path, seed:
             "XP_SNAPSHOT_EVERY_BATCHES": "5",
             # Progress seen often enough to aim the kills (Faust's default is 2.8 s).
             "XP_COMMIT_INTERVAL_S": "0.2",
+            # One batch stored at a time: the worker trails its bulk stage, so a kill
+            # lands with batches waiting and applied ones uncommitted, not with the
+            # worker idle or already through the corpus.
+            "XP_BATCHES_IN_FLIGHT": "1",
         }
         worker = [str(XP), "worker", "--data-dir", str(data_dir)]
         killed_at = [0]
