@@ -17,8 +17,10 @@ import logging
 import multiprocessing
 import signal
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 import orjson
@@ -122,9 +124,14 @@ def bulk_group(settings: Settings) -> str:
 class BulkStage:
     """Runs the bulk stage until `stop()`; one consumer group across all workers."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap: str, first_records: Synchronized[float] | None = None
+    ) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
+        #: Set to the wall-clock time the first records arrived, if still 0: when the
+        #: pipeline started working, for the benchmark's clock.
+        self.first_records = first_records
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -155,6 +162,9 @@ class BulkStage:
             while not self._stopping.is_set():
                 got = await self._gather(consumer)
                 if got:
+                    if self.first_records is not None and not self.first_records.value:
+                        with self.first_records.get_lock():
+                            self.first_records.value = self.first_records.value or time.time()
                     await self._forward(producer, consumer, got.items())
         finally:
             await producer.stop()
@@ -214,7 +224,7 @@ class BulkStage:
         await consumer.commit(commit)
 
 
-def _process_main(settings_json: str, bootstrap: str) -> None:
+def _process_main(settings_json: str, bootstrap: str, first_records: Synchronized[float]) -> None:
     """A bulk-stage process: stops on SIGTERM, dies with its parent, leaves Ctrl-C to it."""
     # SIGKILL, not the SIGTERM that stops it gracefully: with the parent gone
     # (and an embedded broker with it) a graceful stop was seen to wait for
@@ -233,7 +243,7 @@ def _process_main(settings_json: str, bootstrap: str) -> None:
     tune_gc()
 
     async def serve() -> None:
-        stage = BulkStage(settings, bootstrap)
+        stage = BulkStage(settings, bootstrap, first_records)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stage.stop)
         await stage.run()
 
@@ -250,9 +260,14 @@ class BulkProcesses:
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         context = multiprocessing.get_context("spawn")
         config = settings.model_dump_json()
+        #: Wall-clock time the first of the processes got records; 0 until then.
+        self.first_records: Synchronized[float] = context.Value("d", 0.0)
         self.processes = [
             context.Process(
-                target=_process_main, args=(config, bootstrap), name=f"xp-bulk-{i}", daemon=True
+                target=_process_main,
+                args=(config, bootstrap, self.first_records),
+                name=f"xp-bulk-{i}",
+                daemon=True,
             )
             for i in range(settings.bulk_processes)
         ]

@@ -184,8 +184,6 @@ class Worker:
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.timer(_WATCH_EVERY_S, name="xp-watchdog")(self._watch)
         self.app.timer(_REWIND_RETRY_S, name="xp-rewind")(self._rewind_again)
-        #: When the first batch arrived (perf_counter): processing time excludes the group join.
-        self.first_batch_at = 0.0
         #: Called with every flush's rows once ClickHouse has them (the benchmark's clock).
         self.stored_listeners: list[Callable[[Rows], None]] = []
         # Read each group's committed offsets without joining the group.
@@ -356,8 +354,6 @@ class Worker:
         self, manual: faust.StreamT[bytes], pending: asyncio.Queue[_Applied]
     ) -> None:
         async for event in manual.events():
-            if not self.first_batch_at:
-                self.first_batch_at = time.perf_counter()
             partition, offset = event.message.partition, event.message.offset
             if not await self._in_order(partition, offset):
                 self._release(event)
