@@ -150,15 +150,14 @@ class PartitionState:
             )
 
         # Bound once: this loop runs for every event, and each lookup saved counts.
-        applied, seen, journeys, windows = self.applied, self.seen, self.journeys, self.windows
+        seen, journeys, windows = self.seen, self.journeys, self.windows
         watermark, events = self.watermark, rows.events
         for i, ev in enumerate(batch.events):
             sp, offset = ev[E_PARTITION], ev[E_OFFSET]
             if offset <= start.get(sp, -1):
                 out.skipped += 1
                 continue
-            if offset > applied.get(sp, -1):
-                applied[sp] = offset
+            self._note_offset(sp, offset)
             event_id: str = ev[E_ID]
             occurred: int = ev[E_OCCURRED]
             received: int = ev[E_RECEIVED]
