@@ -78,7 +78,8 @@ def _as_dicts(schema: Any, config: CoreConfig | None = None) -> Any:
             config=config,
         )
     if kind in ("function-after", "function-wrap", "function-plain") and (
-        schema["schema"].get("type") in ("model", "model-fields")
+        # A plain validator of a field has no inner schema.
+        schema.get("schema", {}).get("type") in ("model", "model-fields")
     ):
         raise TypeError(f"a {kind} model validator needs an instance: validate its input instead")
     if kind == "function-before" and config is not None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, PlainValidator, ValidationError, model_validator
 
 from pipeline.validate import REASONS, Accepted, Rejected, check, dict_validator, timestamp_ms
 from schemas import EVENT_MODELS, PROPERTIES_MODELS, TYPES_BY_SOURCE, TouchpointEvent
@@ -569,6 +569,13 @@ def test_dict_validators_judge_exactly_as_the_models(
         model = EVENT_MODELS[source, type_]
         body = event(source=source, type=type_, properties=EXAMPLE_PROPERTIES[type_]) | changes
     assert _dict_outcome(model, body) == _outcome(model, body)
+
+
+def test_dict_validator_keeps_a_fields_plain_validator() -> None:
+    class Shouted(BaseModel):
+        word: Annotated[str, PlainValidator(lambda value: str(value).upper())]
+
+    assert dict_validator(Shouted).validate_python({"word": "hi"}) == {"word": "HI"}
 
 
 def test_dict_validator_refuses_a_validator_that_needs_an_instance() -> None:
