@@ -18,14 +18,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from pipeline import clickhouse
 from pipeline.batches import read_batch
@@ -234,10 +234,9 @@ async def run_bench(
         try:
             half = asyncio.create_task(_rss_at(worker, events // 2))
             await _until_accounted(worker, events, Progress("pipeline ", events))
-            # From the first records the bulk stage got, after the group joins: both
-            # stages' work on every event is inside the window.
-            first = worker.bulk.first_records.value
-            elapsed = time.time() - first
+            done = time.time()
+            first = await first_batch_at(bootstrap, settings)
+            elapsed = done - first
             pipeline_eps = events / elapsed
             rows_per_s = clock.rows / elapsed
             rss_half = await half
@@ -308,11 +307,12 @@ async def _group_offsets(
         await view.stop()
 
 
-async def _events_below(bootstrap: str, offsets: dict[TopicPartition, int]) -> int:
-    """Events and rejected messages in the internal batches below `offsets`."""
+async def _batches_below(
+    bootstrap: str, offsets: dict[TopicPartition, int]
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """The internal batch messages below `offsets`, partition by partition."""
     reader = whole_message_consumer(bootstrap)
     await reader.start()
-    count = 0
     try:
         for tp, end in offsets.items():
             reader.assign([tp])
@@ -320,28 +320,62 @@ async def _events_below(bootstrap: str, offsets: dict[TopicPartition, int]) -> i
             while await reader.position(tp) < end:
                 for record in (await reader.getmany(tp, timeout_ms=500)).get(tp, []):
                     if record.offset < end:
-                        assert record.value is not None
-                        batch = read_batch(record.value)
-                        count += len(batch.events) + len(batch.rejected)
+                        yield record
     finally:
         await reader.stop()
+
+
+async def _events_below(bootstrap: str, offsets: dict[TopicPartition, int]) -> int:
+    """Events and rejected messages in the internal batches below `offsets`."""
+    count = 0
+    async for record in _batches_below(bootstrap, offsets):
+        assert record.value is not None
+        batch = read_batch(record.value)
+        count += len(batch.events) + len(batch.rejected)
     return count
+
+
+async def first_batch_at(bootstrap: str, settings: Settings) -> float:
+    """When the bulk stage got the run's first records (wall clock, s): the pipeline's start.
+
+    Every batch carries the time its round's first records arrived
+    (pipeline/bulk.py), so the earliest batch tells when the pipeline began
+    working, after the group joins: both stages' work on every event is
+    inside a window that starts there. The topic must hold this run's
+    batches only.
+    """
+    tps = [TopicPartition(settings.batches_topic, p) for p in range(settings.partitions)]
+    ends = LogEnds(bootstrap, settings.fetch_max_wait_ms)
+    await ends.start()
+    try:
+        firsts = {tp: 1 for tp, end in (await ends.of(tps)).items() if end}
+    finally:
+        await ends.stop()
+    stamps = [record.timestamp async for record in _batches_below(bootstrap, firsts)]
+    if not stamps:
+        raise XpError(f"no batches on {settings.batches_topic}: nothing was processed")
+    return min(stamps) / 1000
 
 
 async def measure_workers(settings: Settings, bootstrap: str, workers: int, n: int) -> float:
     """Events/s of `workers` worker processes in one group, from committed offsets.
 
     Each process needs its own chDB (one engine per process), so each writes
-    to a directory of its own. The clock starts at the workers' first commit,
-    not at launch: start-up and the group join are not throughput, and the
-    events of the batches committed by then are left out. The workers commit
-    every 0.2 s, which bounds the precision at both ends.
+    to a directory of its own, and each run has a batches topic of its own: a
+    new group on a shared one would apply the earlier runs' batches as well.
+    The clock runs from the bulk stage's first records (`first_batch_at`),
+    so start-up and the group join stay out, to the moment every batch is
+    seen committed. The workers commit every 0.2 s and are asked every
+    0.2 s, which bounds the precision at the end.
     """
     app_id = f"xp-bench-{workers}w-{uuid.uuid4().hex[:6]}"
+    run = settings.model_copy(update={"app_id": app_id, "batches_topic": f"{app_id}-batches"})
+    await ensure_topics(bootstrap, run)
     env = {
         **os.environ,
         "XP_KAFKA_BOOTSTRAP": bootstrap,
         "XP_APP_ID": app_id,
+        "XP_BATCHES_TOPIC": run.batches_topic,
         "XP_LOG_LEVEL": "ERROR",
         "XP_COMMIT_INTERVAL_S": "0.2",
     }
@@ -355,14 +389,11 @@ async def measure_workers(settings: Settings, bootstrap: str, workers: int, n: i
         )
         for data_dir in data_dirs
     ]
-    bulk_name = bulk_group(settings.model_copy(update={"app_id": app_id}))
-    touch = [TopicPartition(settings.touchpoints_topic, p) for p in range(settings.partitions)]
-    batches = [TopicPartition(settings.batches_topic, p) for p in range(settings.partitions)]
+    touch = [TopicPartition(run.touchpoints_topic, p) for p in range(run.partitions)]
+    batches = [TopicPartition(run.batches_topic, p) for p in range(run.partitions)]
     progress = Progress(f"{workers} worker{'s' if workers > 1 else ''}", n)
-    started = 0.0
-    at_start: dict[TopicPartition, int] = {}
     # Outside the workers' group, as `log_end_offsets` requires, and one for the whole run.
-    ends = LogEnds(bootstrap, settings.fetch_max_wait_ms)
+    ends = LogEnds(bootstrap, run.fetch_max_wait_ms)
     await ends.start()
     try:
         while True:
@@ -370,18 +401,14 @@ async def measure_workers(settings: Settings, bootstrap: str, workers: int, n: i
             for proc in procs:
                 if proc.poll() is not None:
                     raise XpError(f"a benchmark worker exited with code {proc.returncode}")
-            bulk = sum((await _group_offsets(bootstrap, bulk_name, touch)).values())
-            applied = await _group_offsets(bootstrap, app_id, batches)
+            bulk = sum((await _group_offsets(bootstrap, bulk_group(run), touch)).values())
             progress.update(bulk)
-            if any(applied.values()) and not started:
-                started, at_start = time.perf_counter(), applied
-            if (
-                bulk >= n
-                and started
-                and sum(applied.values()) >= sum((await ends.of(batches)).values())
-            ):
+            if bulk < n:
+                continue
+            applied = await _group_offsets(bootstrap, app_id, batches)
+            if all(applied[tp] >= end for tp, end in (await ends.of(batches)).items()):
+                done = time.time()
                 break
-        elapsed = time.perf_counter() - started
     finally:
         await ends.stop()
         for proc in procs:
@@ -392,7 +419,9 @@ async def measure_workers(settings: Settings, bootstrap: str, workers: int, n: i
             # A copy of every event per run: a run's data is its numbers, not its tables.
             shutil.rmtree(data_dir, ignore_errors=True)
     progress.finish(n)
-    return (n - await _events_below(bootstrap, at_start)) / elapsed
+    if (got := await _events_below(bootstrap, applied)) != n:
+        raise XpError(f"the {workers}-worker run applied {got:,} events, not the {n:,} produced")
+    return n / (done - await first_batch_at(bootstrap, run))
 
 
 async def run_scale(

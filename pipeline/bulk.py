@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 import orjson
@@ -124,14 +123,9 @@ def bulk_group(settings: Settings) -> str:
 class BulkStage:
     """Runs the bulk stage until `stop()`; one consumer group across all workers."""
 
-    def __init__(
-        self, settings: Settings, bootstrap: str, first_records: Synchronized[float] | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
-        #: Set to the wall-clock time the first records arrived, if still 0: when the
-        #: pipeline started working, for the benchmark's clock.
-        self.first_records = first_records
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -160,20 +154,18 @@ class BulkStage:
         await producer.start()
         try:
             while not self._stopping.is_set():
-                got = await self._gather(consumer)
+                arrived_ms, got = await self._gather(consumer)
                 if got:
-                    if self.first_records is not None and not self.first_records.value:
-                        with self.first_records.get_lock():
-                            self.first_records.value = self.first_records.value or time.time()
-                    await self._forward(producer, consumer, got.items())
+                    await self._forward(producer, consumer, got.items(), arrived_ms)
         finally:
             await producer.stop()
             await consumer.stop()
 
     async def _gather(
         self, consumer: AIOKafkaConsumer
-    ) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
-        """Records until the batch is full or `batch_linger_ms` after the first arrived.
+    ) -> tuple[int, dict[TopicPartition, list[ConsumerRecord[Any, Any]]]]:
+        """Records until the batch is full or `batch_linger_ms` after the first arrived,
+        and when the first arrived (wall clock, ms).
 
         At low rates `getmany` returns a handful of records at a time, and every
         batch costs the stateful stage a round of ClickHouse inserts whatever
@@ -183,6 +175,7 @@ class BulkStage:
         got: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
         count = 0
         deadline: float | None = None
+        arrived_ms = 0
         loop = asyncio.get_running_loop()
         while count < s.batch_max_events and not self._stopping.is_set():
             wait_ms = s.batch_linger_ms
@@ -199,17 +192,25 @@ class BulkStage:
                 break
             if deadline is None:
                 deadline = loop.time() + s.batch_linger_ms / 1000
+                arrived_ms = int(time.time() * 1000)
             for tp, records in more.items():
                 got.setdefault(tp, []).extend(records)
                 count += len(records)
-        return got
+        return arrived_ms, got
 
     async def _forward(
         self,
         producer: AIOKafkaProducer,
         consumer: AIOKafkaConsumer,
         got: Iterable[tuple[TopicPartition, list[ConsumerRecord[Any, Any]]]],
+        arrived_ms: int,
     ) -> None:
+        """Batches out, then the source offsets committed.
+
+        Each batch is timestamped with when its round's first records arrived
+        here: the time the pipeline started on them, which the benchmark's
+        clock starts from (pipeline/bench.py).
+        """
         batcher = Batcher(self.settings)
         commit: dict[TopicPartition, int] = {}
         for tp, records in got:
@@ -217,14 +218,16 @@ class BulkStage:
                 batcher.add(tp.topic, record)
             commit[tp] = records[-1].offset + 1
         sends = [
-            await producer.send(self.settings.batches_topic, value, partition=q)
+            await producer.send(
+                self.settings.batches_topic, value, partition=q, timestamp_ms=arrived_ms
+            )
             for q, value in batcher.drain()
         ]
         await asyncio.gather(*sends)
         await consumer.commit(commit)
 
 
-def _process_main(settings_json: str, bootstrap: str, first_records: Synchronized[float]) -> None:
+def _process_main(settings_json: str, bootstrap: str) -> None:
     """A bulk-stage process: stops on SIGTERM, dies with its parent, leaves Ctrl-C to it."""
     # SIGKILL, not the SIGTERM that stops it gracefully: with the parent gone
     # (and an embedded broker with it) a graceful stop was seen to wait for
@@ -243,7 +246,7 @@ def _process_main(settings_json: str, bootstrap: str, first_records: Synchronize
     tune_gc()
 
     async def serve() -> None:
-        stage = BulkStage(settings, bootstrap, first_records)
+        stage = BulkStage(settings, bootstrap)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stage.stop)
         await stage.run()
 
@@ -260,12 +263,10 @@ class BulkProcesses:
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         context = multiprocessing.get_context("spawn")
         config = settings.model_dump_json()
-        #: Wall-clock time the first of the processes got records; 0 until then.
-        self.first_records: Synchronized[float] = context.Value("d", 0.0)
         self.processes = [
             context.Process(
                 target=_process_main,
-                args=(config, bootstrap, self.first_records),
+                args=(config, bootstrap),
                 name=f"xp-bulk-{i}",
                 daemon=True,
             )
