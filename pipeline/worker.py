@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -44,6 +44,8 @@ _DUMP = orjson.OPT_NON_STR_KEYS
 CHUNK_ITEMS = 5_000
 _SINK_BACKOFF_MAX_S = 30.0
 _REWIND_RETRY_S = 2.0
+#: Batches wait here and none reached the agent for this long: fetch them again.
+_UNDELIVERED_S = 5.0
 _WATCH_EVERY_S = 1.0
 
 
@@ -141,6 +143,8 @@ class Worker:
         self._failing_since = 0.0
         #: When this worker last applied a batch, or last had nothing to apply.
         self._progress_at = time.monotonic()
+        #: Since when the agent has waited for a batch (None: it is busy with one).
+        self._idle_since: float | None = time.monotonic()
         _shorten_fetch_wait(settings.fetch_max_wait_ms)
         self.app = faust.App(
             settings.app_id,
@@ -272,6 +276,9 @@ class Worker:
         age = now - self._progress_at
         obs.BATCHES_WAITING.set(sum(waiting.values()))
         obs.PROGRESS_AGE.set(age)
+        idle = now - self._idle_since if self._idle_since is not None else 0.0
+        if waiting and idle > _UNDELIVERED_S:
+            await self._fetch_undelivered(waiting, idle)
         if age > self.settings.watchdog_s and self._failure is None:
             partitions = ", ".join(f"{p} ({n} waiting)" for p, n in sorted(waiting.items()))
             self._failure = (
@@ -279,7 +286,69 @@ class Worker:
                 f"{self.settings.watchdog_s:g}) while batches wait on partitions {partitions}; "
                 "exiting so that the partitions can be taken over or the worker restarted"
             )
+            log.error("fetch state when stuck: %s", self._fetch_state(waiting))
             self._stuck = True
+
+    async def _fetch_undelivered(self, waiting: dict[int, int], idle: float) -> None:
+        """Fetch again the partitions whose batches were fetched and never delivered.
+
+        Faust drops fetched records of a partition it does not count as active
+        at that moment, or when the group generation changes during a fetch,
+        and aiokafka's position has moved past them by then: nothing fetches
+        them again. Seen after restarts (docs/reliability.md, "Batches fetched
+        and never delivered"): batches waiting, aiokafka's position at the
+        log's end, nothing buffered, the agent idle until the watchdog ended
+        the worker. Here a partition that waits while the agent has waited for
+        a batch for `_UNDELIVERED_S` is fetched again from its next batch, and
+        `_rewind_again` repeats that until the batch comes. A batch that was
+        only slow then comes twice, and applying a batch twice changes nothing.
+        An agent busy storing (a slow or failing ClickHouse) is not idle: the
+        batches wait in Faust's buffer then, and fetching them again would
+        only fill it.
+        """
+        for partition in waiting:
+            if partition in self._rewound:
+                continue
+            expected = await self._next_batch(partition)
+            log.warning(
+                "partition %d: batches wait and none came for %.0fs; fetching again from %d",
+                partition,
+                idle,
+                expected,
+            )
+            await self._seek(partition, expected)
+
+    def _fetch_state(self, partitions: Iterable[int]) -> str:
+        """How Faust's and aiokafka's consumers see `partitions`, for the stuck worker's log.
+
+        Batches can wait with nothing in the log to say why (docs/reliability.md,
+        "Batches fetched and never delivered"); these are the switches that
+        stop a partition's fetching, and where its fetched records are.
+        """
+        consumer = cast(Any, self.app.consumer)
+        topic = self.settings.batches_topic
+        try:
+            kafka = consumer._thread._ensure_consumer()
+            assignment = kafka._subscription.subscription.assignment
+            parts = []
+            for partition in partitions:
+                tp = TP(topic, partition)
+                state = assignment.state_value(tp) if assignment is not None else None
+                position = state.position if state and state.has_valid_position else None
+                parts.append(
+                    f"partition {partition}: next {self._next.get(partition)}, Faust "
+                    f"active={tp in consumer._active_partitions} "
+                    f"paused={tp in consumer._paused_partitions} "
+                    f"buffered={tp in consumer._buffered_partitions}, aiokafka "
+                    f"assigned={state is not None} paused={state.paused if state else None} "
+                    f"position={position} fetched={tp in kafka._fetcher._records}"
+                )
+            return (
+                f"flow active={consumer.flow_active}, "
+                f"flow control active={self.app.flow_control.is_active()}; " + "; ".join(parts)
+            )
+        except Exception as exc:  # Faust's and aiokafka's internals, read for a log line.
+            return f"unavailable ({exc!r})"
 
     async def _batches_waiting(self) -> dict[int, int]:
         """Per partition assigned here, the batches on Kafka not applied yet."""
@@ -294,12 +363,18 @@ class Worker:
         ends = await self._ends.of(tps)
         waiting = {}
         for tp in tps:
-            applied = self._next.get(tp.partition)
-            if applied is None:
-                applied = await self._group_view.committed(tp) or 0
+            applied = await self._next_batch(tp.partition)
             if ends[tp] > applied:
                 waiting[tp.partition] = ends[tp] - applied
         return waiting
+
+    async def _next_batch(self, partition: int) -> int:
+        """The batch offset to apply next: after the last applied, or the group's committed."""
+        expected = self._next.get(partition)
+        if expected is None:
+            tp = TopicPartition(self.settings.batches_topic, partition)
+            expected = await self._group_view.committed(tp) or 0
+        return expected
 
     def _on_revoked(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """A revoked partition's state is checked against the changelog if it comes back.
@@ -322,6 +397,8 @@ class Worker:
         then timed a worker that had the cores to itself.
         """
         self._progress_at = time.monotonic()
+        if self._idle_since is not None:
+            self._idle_since = self._progress_at
         self.bulk.start()
 
     async def _agent(self, stream: faust.StreamT[bytes]) -> None:
@@ -354,29 +431,35 @@ class Worker:
         self, manual: faust.StreamT[bytes], pending: asyncio.Queue[_Applied]
     ) -> None:
         async for event in manual.events():
-            partition, offset = event.message.partition, event.message.offset
-            if not await self._in_order(partition, offset):
-                self._release(event)
-                continue
-            if partition in self._check:
-                # Checked against the changelog once every applied batch wrote its delta.
-                await pending.join()
-                self._check.discard(partition)
-                await self._verify(partition)
-            state = self.states.get(partition) or await self._restore(partition)
-            outcome = state.apply(event.value, offset)
-            self._next[partition] = offset + 1
-            await pending.put(
-                _Applied(
-                    event,
-                    partition,
-                    offset,
-                    state,
-                    outcome,
-                    # Taken now: by the time the rows are stored the state has moved on.
-                    self._due_snapshot(partition, state, outcome) if outcome.changed else None,
-                )
+            self._idle_since = None
+            await self._apply(event, pending)
+            self._idle_since = time.monotonic()
+
+    async def _apply(self, event: EventT[bytes], pending: asyncio.Queue[_Applied]) -> None:
+        """Apply one batch in order, and queue it for storing: waits while the queue is full."""
+        partition, offset = event.message.partition, event.message.offset
+        if not await self._in_order(partition, offset):
+            self._release(event)
+            return
+        if partition in self._check:
+            # Checked against the changelog once every applied batch wrote its delta.
+            await pending.join()
+            self._check.discard(partition)
+            await self._verify(partition)
+        state = self.states.get(partition) or await self._restore(partition)
+        outcome = state.apply(event.value, offset)
+        self._next[partition] = offset + 1
+        await pending.put(
+            _Applied(
+                event,
+                partition,
+                offset,
+                state,
+                outcome,
+                # Taken now: by the time the rows are stored the state has moved on.
+                self._due_snapshot(partition, state, outcome) if outcome.changed else None,
             )
+        )
 
     async def _commit_in_order(
         self, manual: faust.StreamT[bytes], pending: asyncio.Queue[_Applied]
@@ -414,10 +497,9 @@ class Worker:
         back to the first one missing; later batches are released unacked
         (`_release`) and come again after it.
         """
-        tp = TopicPartition(self.settings.batches_topic, partition)
         expected = self._next.get(partition)
         if expected is None:
-            expected = self._next[partition] = await self._group_view.committed(tp) or 0
+            expected = self._next[partition] = await self._next_batch(partition)
         if offset <= expected:
             return True
         # Batches fetched before the seek still arrive: seek once per gap, and

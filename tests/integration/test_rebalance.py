@@ -245,8 +245,9 @@ def _wait(
     """Poll `done()` until true; fail if a worker exits first or it takes too long.
 
     A worker the watchdog ended as stuck is replaced by `relaunch`, as an
-    orchestrator would (docs/reliability.md, "Known open problem"). A failure
-    says what `explain()` returns, read before the workers are stopped.
+    orchestrator would (docs/reliability.md, "Batches fetched and never
+    delivered"). A failure says what `explain()` returns, read before the
+    workers are stopped.
     """
     deadline = time.monotonic() + PHASE_TIMEOUT_S
     while time.monotonic() < deadline:
