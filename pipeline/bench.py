@@ -35,6 +35,7 @@ from pipeline.config import Settings
 from pipeline.embedded import kafka
 from pipeline.errors import XpError
 from pipeline.ingest import file_lines, paced, produce
+from pipeline.memory import Resident, resident
 from pipeline.offsets import LogEnds
 from pipeline.progress import Progress
 from pipeline.runner import check_or_exit, open_clickhouse
@@ -63,6 +64,9 @@ class BenchResult:
     latency_rate_eps: float
     rss_mb: float
     rss_half_mb: float
+    #: Anonymous resident memory (pipeline/memory.py): the worker's own, without mapped files.
+    rss_anon_mb: float
+    rss_anon_half_mb: float
     bulk_rss_mb: float
     scale: dict[str, float] = field(default_factory=dict)
     http: dict[str, Any] = field(default_factory=dict)
@@ -124,12 +128,6 @@ def live(lines: Iterable[bytes]) -> Iterator[bytes]:
         event.pop("sent_at", None)
         event["occurred_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
         yield orjson.dumps(event)
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 async def _produce_all(settings: Settings, bootstrap: str, lines: Iterable[bytes], n: int) -> None:
@@ -240,7 +238,7 @@ async def run_bench(
             pipeline_eps = events / elapsed
             rows_per_s = clock.rows / elapsed
             rss_half = await half
-            rss_full = _rss_mb()
+            rss_full = resident()
 
             clock.latency_from_ms = int(time.time() * 1000)
             feeder = _start_feeder(settings, bootstrap, latency_lines, rate)
@@ -263,8 +261,10 @@ async def run_bench(
         p50_ms=statistics.median(latencies) if latencies else None,
         p99_ms=latencies[int(len(latencies) * 0.99)] if latencies else None,
         latency_rate_eps=rate,
-        rss_mb=max(rss_full, rss_half),
-        rss_half_mb=rss_half,
+        rss_mb=max(rss_full.total_mb, rss_half.total_mb),
+        rss_half_mb=rss_half.total_mb,
+        rss_anon_mb=max(rss_full.anonymous_mb, rss_half.anonymous_mb),
+        rss_anon_half_mb=rss_half.anonymous_mb,
         bulk_rss_mb=bulk_rss,
     )
 
@@ -289,11 +289,11 @@ def _feed(bootstrap: str, topic: str, path: str, rate: float) -> None:
     asyncio.run(run())
 
 
-async def _rss_at(worker: Worker, accounted: int) -> float:
-    """RSS once half the events are stored: with the full run's, it shows growth."""
+async def _rss_at(worker: Worker, accounted: int) -> Resident:
+    """Memory once half the events are stored: with the full run's, it shows growth."""
     while worker.accounted < accounted:
         await asyncio.sleep(0.05)
-    return _rss_mb()
+    return resident()
 
 
 async def _group_offsets(
@@ -454,10 +454,12 @@ def report(result: BenchResult) -> str:
             f"  latency at {result.latency_rate_eps:,.0f} events/s, produce → row visible: "
             f"p50 {result.p50_ms:,.0f} ms, p99 {result.p99_ms:,.0f} ms"
         )
-    lines.append(
+    lines += [
         f"  RSS: worker {result.rss_half_mb:,.0f} MB at half the events, "
-        f"{result.rss_mb:,.0f} MB at the end; bulk stage {result.bulk_rss_mb:,.0f} MB"
-    )
+        f"{result.rss_mb:,.0f} MB at the end; bulk stage {result.bulk_rss_mb:,.0f} MB",
+        f"  worker's anonymous memory (without mapped files): {result.rss_anon_half_mb:,.0f} MB "
+        f"at half the events, {result.rss_anon_mb:,.0f} MB at the end",
+    ]
     if result.http:
         lines.append(
             f"  collector (wrk, loopback): {result.http['accepted_eps']:,.0f} events/s accepted, "

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from pipeline.embedded import kafka
 from pipeline.errors import ConfigurationError, XpError
 from pipeline.health import ConsumerHealth
 from pipeline.ingest import paced, produce
+from pipeline.memory import resident
 from pipeline.progress import Progress
 from pipeline.runner import open_clickhouse
 from pipeline.simulate import SimulationConfig, encode, simulate
@@ -134,13 +134,6 @@ def _slope(samples: Sequence[Sample]) -> float | None:
     return round(fit.slope, 2)
 
 
-def rss_mb() -> float:
-    """Resident set size of this process (the worker), from /proc."""
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 async def run_soak(
     settings: Settings,
     *,
@@ -203,7 +196,7 @@ def _sample(worker: Worker, wall_s: float, began_ms: int) -> Sample:
         wall_s=round(wall_s, 1),
         event_h=round((watermark - began_ms) / 3_600_000, 3),
         events=worker.accounted,
-        rss_mb=round(rss_mb(), 1),
+        rss_mb=round(resident().total_mb, 1),
         journeys=sum(len(s.journeys) for s in states),
         tickets=sum(len(j.tickets) for s in states for j in s.journeys.values()),
         linked=sum(len(s.linked) for s in states),
