@@ -35,7 +35,7 @@ from pipeline.config import Settings
 from pipeline.embedded import kafka
 from pipeline.errors import XpError
 from pipeline.ingest import file_lines, paced, produce
-from pipeline.memory import Resident, resident
+from pipeline.memory import Sample, median_between, resident
 from pipeline.offsets import LogEnds
 from pipeline.progress import Progress
 from pipeline.runner import check_or_exit, open_clickhouse
@@ -47,6 +47,7 @@ from pipeline.worker import Worker
 _SPAN_HOURS = 2
 _MAX_SPANS = 12
 _EVENT_ROW = 4  # position of received_at in an events row
+_MEMORY_EVERY_S = 0.1
 
 
 @dataclass
@@ -62,11 +63,13 @@ class BenchResult:
     p50_ms: float | None
     p99_ms: float | None
     latency_rate_eps: float
+    #: The worker's peak; then medians over the 40-60% and 80-100% of the events stored.
     rss_mb: float
     rss_half_mb: float
+    rss_end_mb: float
     #: Anonymous resident memory (pipeline/memory.py): the worker's own, without mapped files.
-    rss_anon_mb: float
     rss_anon_half_mb: float
+    rss_anon_end_mb: float
     bulk_rss_mb: float
     scale: dict[str, float] = field(default_factory=dict)
     http: dict[str, Any] = field(default_factory=dict)
@@ -230,15 +233,18 @@ async def run_bench(
         started = time.time()
         await worker.start()
         try:
-            half = asyncio.create_task(_rss_at(worker, events // 2))
+            memory: list[Sample] = []
+            sampler = asyncio.create_task(_sample_memory(worker, memory))
             await _until_accounted(worker, events, Progress("pipeline ", events))
             done = time.time()
             first = await first_batch_at(bootstrap, settings)
             elapsed = done - first
             pipeline_eps = events / elapsed
             rows_per_s = clock.rows / elapsed
-            rss_half = await half
-            rss_full = resident()
+            sampler.cancel()
+            memory.append((worker.accounted, resident()))
+            half = median_between(memory, events * 2 // 5, events * 3 // 5)
+            end = median_between(memory, events * 4 // 5, events)
 
             clock.latency_from_ms = int(time.time() * 1000)
             feeder = _start_feeder(settings, bootstrap, latency_lines, rate)
@@ -261,10 +267,11 @@ async def run_bench(
         p50_ms=statistics.median(latencies) if latencies else None,
         p99_ms=latencies[int(len(latencies) * 0.99)] if latencies else None,
         latency_rate_eps=rate,
-        rss_mb=max(rss_full.total_mb, rss_half.total_mb),
-        rss_half_mb=rss_half.total_mb,
-        rss_anon_mb=max(rss_full.anonymous_mb, rss_half.anonymous_mb),
-        rss_anon_half_mb=rss_half.anonymous_mb,
+        rss_mb=max(sample.total_mb for _, sample in memory),
+        rss_half_mb=half.total_mb,
+        rss_end_mb=end.total_mb,
+        rss_anon_half_mb=half.anonymous_mb,
+        rss_anon_end_mb=end.anonymous_mb,
         bulk_rss_mb=bulk_rss,
     )
 
@@ -289,11 +296,11 @@ def _feed(bootstrap: str, topic: str, path: str, rate: float) -> None:
     asyncio.run(run())
 
 
-async def _rss_at(worker: Worker, accounted: int) -> Resident:
-    """Memory once half the events are stored: with the full run's, it shows growth."""
-    while worker.accounted < accounted:
-        await asyncio.sleep(0.05)
-    return resident()
+async def _sample_memory(worker: Worker, samples: list[Sample]) -> None:
+    """The worker's memory against events stored, through the pipeline run, until cancelled."""
+    while True:
+        samples.append((worker.accounted, resident()))
+        await asyncio.sleep(_MEMORY_EVERY_S)
 
 
 async def _group_offsets(
@@ -455,10 +462,11 @@ def report(result: BenchResult) -> str:
             f"p50 {result.p50_ms:,.0f} ms, p99 {result.p99_ms:,.0f} ms"
         )
     lines += [
-        f"  RSS: worker {result.rss_half_mb:,.0f} MB at half the events, "
-        f"{result.rss_mb:,.0f} MB at the end; bulk stage {result.bulk_rss_mb:,.0f} MB",
+        f"  RSS: worker {result.rss_half_mb:,.0f} MB around half the events, "
+        f"{result.rss_end_mb:,.0f} MB in the last fifth, peak {result.rss_mb:,.0f} MB; "
+        f"bulk stage {result.bulk_rss_mb:,.0f} MB",
         f"  worker's anonymous memory (without mapped files): {result.rss_anon_half_mb:,.0f} MB "
-        f"at half the events, {result.rss_anon_mb:,.0f} MB at the end",
+        f"around half the events, {result.rss_anon_end_mb:,.0f} MB in the last fifth",
     ]
     if result.http:
         lines.append(

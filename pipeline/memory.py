@@ -10,6 +10,8 @@ included) is what the process allocated.
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Sequence
 from typing import NamedTuple
 
 
@@ -27,3 +29,25 @@ def resident() -> Resident:
             if name in ("VmRSS", "RssAnon"):
                 fields[name] = int(value.split()[0]) / 1024
     return Resident(fields["VmRSS"], fields["RssAnon"])
+
+
+#: A sample of resident memory, and how many events were stored when it was taken.
+Sample = tuple[int, Resident]
+
+
+def median_between(samples: Sequence[Sample], lo: int, hi: int) -> Resident:
+    """The median memory of the samples taken while `lo` to `hi` events were stored.
+
+    One sample of the benchmark's worker swings by ±40 MB (chDB's merges,
+    batches in flight), so two single samples can show growth that is not
+    there; a window's median does not. Without a sample in the window, the
+    one taken nearest its middle.
+    """
+    inside = [memory for stored, memory in samples if lo <= stored <= hi]
+    if not inside:
+        middle = (lo + hi) / 2
+        inside = [min(samples, key=lambda sample: abs(sample[0] - middle))[1]]
+    return Resident(
+        statistics.median(memory.total_mb for memory in inside),
+        statistics.median(memory.anonymous_mb for memory in inside),
+    )
