@@ -265,10 +265,7 @@ class BulkProcesses:
         config = settings.model_dump_json()
         self.processes = [
             context.Process(
-                target=_process_main,
-                args=(config, bootstrap),
-                name=f"xp-bulk-{i}",
-                daemon=True,
+                target=_process_main, args=(config, bootstrap), name=f"xp-bulk-{i}", daemon=True
             )
             for i in range(settings.bulk_processes)
         ]
